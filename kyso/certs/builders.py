@@ -56,7 +56,7 @@ def new_private_key(key_type: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivat
     raise PKIError(detail=f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
-def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm:
+def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384:
     """The hash used when ``key`` signs a certificate, CRL or OCSP response."""
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
