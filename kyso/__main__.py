@@ -1,0 +1,3 @@
+from kyso.api.cli import main
+
+main()

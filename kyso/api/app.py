@@ -1,0 +1,37 @@
+"""The FastAPI application, built by :func:`create_app` (never at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from kyso import __version__
+from kyso.api import problems
+from kyso.api.routes import trust
+from kyso.api.services import Services
+from kyso.api.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """A kyso app. The PKI must exist; keys are opened once, at startup."""
+    services = services or Services(settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Open every key now, in the main thread: a prompt or a wrong passphrase shows at start,
+        # not on the first request, and each key is parsed once per process.
+        _ = services.tsa, services.ocsp
+        yield
+
+    app = FastAPI(
+        title="kyso",
+        version=__version__,
+        summary="Ký số: signing, timestamping and verifying official documents",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    problems.install(app)
+    app.include_router(trust.router)
+    return app

@@ -1,0 +1,366 @@
+"""The ``kyso`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from rich.console import Console
+from rich.table import Table
+
+from kyso.api.services import Services
+from kyso.api.settings import Settings, get_settings
+from kyso.certs import identity
+from kyso.certs.keys import slug_label
+from kyso.certs.pki import parse_serial
+from kyso.certs.revocation import REASONS, parse_reason
+from kyso.errors import KysoError
+from kyso.i18n import set_locale, t
+
+app = typer.Typer(
+    name="kyso", help="Ký số: signing, timestamping and trust services.", no_args_is_help=True
+)
+pki_app = typer.Typer(help="The built-in PKI (development/demo).", no_args_is_help=True)
+issue_app = typer.Typer(help="Issue a signing certificate.", no_args_is_help=True)
+keys_app = typer.Typer(help="Keys in the file store and on PKCS#11 tokens.", no_args_is_help=True)
+app.add_typer(pki_app, name="pki")
+pki_app.add_typer(issue_app, name="issue")
+app.add_typer(keys_app, name="keys")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class KeyType(StrEnum):
+    rsa_2048 = "rsa-2048"
+    rsa_3072 = "rsa-3072"
+    ec_p256 = "ec-p256"
+
+
+class Store(StrEnum):
+    file = "file"
+    pkcs11 = "pkcs11"
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    set_locale(settings.locale)
+    return settings
+
+
+def _who(cert: x509.Certificate) -> str:
+    """A short human description of a certificate's subject: name, organisation, ids."""
+    who = identity.identity_of(cert)
+    parts = [who.common_name or cert.subject.rfc4514_string()]
+    if who.title:
+        parts.append(who.title)
+    if who.organisation:
+        parts.append(who.organisation)
+    text = ", ".join(parts)
+    if who.ids:
+        text += " (" + ", ".join(str(i) for i in who.ids) + ")"
+    return text
+
+
+def _fail(exc: KysoError) -> NoReturn:
+    err.print(f"[red]{t('cli.error')}[/red] {exc.message()}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _services(*, confirm: bool = False) -> Services:
+    return Services(_settings(), confirm_new_passphrase=confirm)
+
+
+@pki_app.command("init")
+def pki_init() -> None:
+    """Create the built-in development PKI: root CA, issuing CA, TSA and OCSP certificates."""
+    services = _services(confirm=True)
+    try:
+        if not services.ensure_pki():
+            err.print(t("cli.pki.exists", path=str(services.settings.pki_dir)))
+            raise typer.Exit(1)
+    except KysoError as exc:
+        _fail(exc)
+    pki = services.pki
+    out.print(t("cli.pki.created", path=str(services.settings.pki_dir)))
+    for name, cert in (
+        ("root", pki.root_cert),
+        ("issuing", pki.issuing_cert),
+        ("tsa", pki.tsa_cert),
+        ("ocsp", pki.ocsp_cert),
+    ):
+        out.print(f"  {name:8} {_who(cert)}", highlight=False)
+
+
+def _issue(
+    kind: Literal["person", "org"],
+    subject_builder: Callable[[], x509.Name],
+    name: str,
+    label: str | None,
+    key_type: KeyType,
+    store: Store,
+    days: int,
+) -> None:
+    services = _services()
+    try:
+        subject = subject_builder()
+        label = label or slug_label(name)
+        token = None
+        if store is Store.pkcs11:
+            token = services.token
+            if token is None:
+                err.print(t("cli.pkcs11.not_configured"))
+                raise typer.Exit(1)
+        issued = services.pki.issue(
+            kind=kind,
+            subject=subject,
+            label=label,
+            key_type=key_type.value,
+            days=days,
+            token=token,
+        )
+    except KysoError as exc:
+        _fail(exc)
+    cert = issued.certificate
+    out.print(t("cli.issue.done", subject=_who(cert)), highlight=False)
+    out.print(f"  serial    {format(cert.serial_number, 'X')}", highlight=False)
+    out.print(
+        f"  valid     {cert.not_valid_before_utc:%Y-%m-%d} → {cert.not_valid_after_utc:%Y-%m-%d}"
+    )
+    out.print(f"  key       {issued.key_uri}", highlight=False)
+    out.print(t("cli.issue.label", label=issued.label), highlight=False)
+
+
+IdOpt = Annotated[
+    list[str],
+    typer.Option("--id", help="Identity number, e.g. CCCD:001090000001 or MST:0101234567"),
+]
+LabelOpt = Annotated[str | None, typer.Option(help="Key label (default: derived from the name)")]
+KeyTypeOpt = Annotated[KeyType, typer.Option("--key-type", help="Key algorithm")]
+StoreOpt = Annotated[Store, typer.Option(help="Where the private key is created")]
+DaysOpt = Annotated[int, typer.Option(help="Validity in days", min=1, max=3650)]
+
+
+@issue_app.command("person")
+def issue_person(
+    name: Annotated[str, typer.Argument(help="Full name, e.g. 'Nguyễn Văn An'")],
+    ids: IdOpt,
+    title: Annotated[str | None, typer.Option(help="Position, e.g. 'Chủ tịch'")] = None,
+    org: Annotated[str | None, typer.Option(help="Organisation (agency)")] = None,
+    unit: Annotated[str | None, typer.Option(help="Unit within the organisation")] = None,
+    locality: Annotated[str | None, typer.Option(help="Locality (L)")] = None,
+    province: Annotated[str | None, typer.Option(help="Province or city (ST)")] = None,
+    label: LabelOpt = None,
+    key_type: KeyTypeOpt = KeyType.rsa_2048,
+    store: StoreOpt = Store.file,
+    days: DaysOpt = 730,
+) -> None:
+    """Issue a personal signing certificate for a competent official."""
+
+    def subject() -> x509.Name:
+        return identity.person_subject(
+            name,
+            ids=ids,
+            title=title,
+            organisation=org,
+            unit=unit,
+            locality=locality,
+            province=province,
+        )
+
+    _issue("person", subject, name, label, key_type, store, days)
+
+
+@issue_app.command("org")
+def issue_org(
+    name: Annotated[str, typer.Argument(help="Agency name, e.g. 'UBND Quận Long Biên'")],
+    ids: IdOpt,
+    parent: Annotated[str | None, typer.Option(help="Parent body (O)")] = None,
+    unit: Annotated[str | None, typer.Option(help="Unit (OU)")] = None,
+    locality: Annotated[str | None, typer.Option(help="Locality (L)")] = None,
+    province: Annotated[str | None, typer.Option(help="Province or city (ST)")] = None,
+    label: LabelOpt = None,
+    key_type: KeyTypeOpt = KeyType.rsa_2048,
+    store: StoreOpt = Store.file,
+    days: DaysOpt = 1825,
+) -> None:
+    """Issue an organisation (agency seal) signing certificate."""
+
+    def subject() -> x509.Name:
+        return identity.organisation_subject(
+            name, ids=ids, parent=parent, unit=unit, locality=locality, province=province
+        )
+
+    _issue("org", subject, name, label, key_type, store, days)
+
+
+@pki_app.command("list")
+def pki_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List every certificate the built-in PKI issued, with its status."""
+    services = _services()
+    try:
+        records = services.pki.records()
+        now = services.pki.clock()
+    except KysoError as exc:
+        _fail(exc)
+    if as_json:
+        rows = [
+            {
+                "serial": r.serial_hex,
+                "label": r.label,
+                "kind": r.kind,
+                "subject": r.subject,
+                "not_before": r.not_before.isoformat(),
+                "not_after": r.not_after.isoformat(),
+                "status": r.status_at(now),
+                "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+                "reason": r.reason,
+                "key": r.key_uri,
+            }
+            for r in records
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(show_lines=False)
+    for col in ("serial", "label", "kind", "subject", "not_after", "status"):
+        # the serial is what 'kyso pki revoke' takes: never cut it
+        table.add_column(t(f"cli.list.{col}"), no_wrap=col in ("serial", "not_after"))
+    for r in records:
+        status = t(f"cli.status.{r.status_at(now)}")
+        if r.reason and r.status_at(now) == "revoked":
+            status = f"{status} ({r.reason})"
+        who = _who(r.certificate())
+        table.add_row(
+            r.serial_hex, r.label, t(f"cli.kind.{r.kind}"), who, f"{r.not_after:%Y-%m-%d}", status
+        )
+    out.print(table)
+
+
+@pki_app.command("export-root")
+def pki_export_root(
+    out_file: Annotated[Path, typer.Argument(help="Where to write the PEM")],
+) -> None:
+    """Write the root CA certificate (PEM), to install as a trust anchor."""
+    services = _services()
+    try:
+        cert = services.pki.root_cert
+    except KysoError as exc:
+        _fail(exc)
+    out_file.write_bytes(cert.public_bytes(Encoding.PEM))
+    out.print(t("cli.export_root.done", path=str(out_file)), highlight=False)
+
+
+@pki_app.command("revoke")
+def pki_revoke(
+    serial: Annotated[str, typer.Argument(help="Serial number in hex, as 'kyso pki list' shows")],
+    reason: Annotated[str, typer.Option(help="|".join(REASONS))] = "unspecified",
+) -> None:
+    """Revoke a certificate: the CRL is re-signed and OCSP answers 'revoked' at once."""
+    services = _services()
+    try:
+        record = services.pki.revoke(parse_serial(serial), reason=parse_reason(reason))
+    except KysoError as exc:
+        _fail(exc)
+    out.print(
+        t(
+            "cli.revoke.done",
+            serial=record.serial_hex,
+            reason=record.reason,
+            subject=_who(record.certificate()),
+        ),
+        highlight=False,
+    )
+
+
+@pki_app.command("crl")
+def pki_crl(
+    out_file: Annotated[Path, typer.Argument(help="Where to write the CRL (DER)")],
+    issuer: Annotated[str, typer.Option(help="root or issuing")] = "issuing",
+) -> None:
+    """Write the current CRL of the root or the issuing CA."""
+    if issuer not in ("root", "issuing"):
+        err.print(t("trust.unknown_ca", name=issuer))
+        raise typer.Exit(2)
+    services = _services()
+    try:
+        der = services.pki.crl_der(issuer)  # type: ignore[arg-type]
+    except KysoError as exc:
+        _fail(exc)
+    out_file.write_bytes(der)
+    out.print(t("cli.crl.done", path=str(out_file)), highlight=False)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List the keys every configured store holds, with the URI that names each."""
+    services = _services()
+    try:
+        labels = services.keys.labels()
+    except KysoError as exc:
+        _fail(exc)
+    for label, uri in labels:
+        out.print(f"{label:32} {uri}", highlight=False)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes", min=1)] = 1,
+) -> None:
+    """Run the service (trust-service endpoints) under uvicorn; creates the PKI if absent."""
+    import uvicorn
+
+    from kyso.api.app import create_app
+
+    services = _services(confirm=True)
+    settings = services.settings
+    try:
+        if services.ensure_pki():
+            out.print(t("cli.pki.created", path=str(settings.pki_dir)))
+        # Unlock the keys before serving, so a wrong passphrase fails here and not per request.
+        _ = services.tsa, services.ocsp
+    except KysoError as exc:
+        _fail(exc)
+    out.print(
+        t("cli.serve.listening", url=f"http://{host or settings.host}:{port or settings.port}")
+    )
+    if workers == 1:
+        uvicorn.run(
+            create_app(services=services),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level,
+        )
+    else:
+        # Worker processes build their own app (and open keys) from the same settings.
+        uvicorn.run(
+            "kyso.api.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+        )
+
+
+def main() -> None:
+    """Console-script entry point: user errors become messages, never tracebacks."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except KysoError as exc:
+        err.print(f"{t('cli.error')} {exc.message()}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,119 @@
+"""The composition root: builds the library objects from :class:`Settings`, once per process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from kyso.api.settings import Settings
+from kyso.certs.errors import KeyStoreError
+from kyso.certs.keys import FileKeyStore, KeyRegistry, PKCS11KeyStore
+from kyso.certs.pki import BuiltinPKI
+from kyso.certs.revocation import OCSPResponder
+from kyso.certs.trust import TrustStore
+from kyso.certs.tsa import SQLiteSerialSource, TimeStampAuthority, TSAPolicy
+from kyso.i18n import t
+
+
+def passphrase_source(settings: Settings, *, confirm: bool = False) -> bytes:
+    """The key-file passphrase: KYSO_KEY_PASSPHRASE, else asked on the terminal."""
+    if settings.key_passphrase is not None:
+        value = settings.key_passphrase.get_secret_value()
+        if not value:
+            raise KeyStoreError(detail=t("svc.passphrase.empty"))
+        return value.encode()
+    if not sys.stdin.isatty():
+        raise KeyStoreError(detail=t("svc.passphrase.missing"))
+    first = getpass.getpass(t("svc.passphrase.prompt"))
+    if not first:
+        raise KeyStoreError(detail=t("svc.passphrase.empty"))
+    if confirm and getpass.getpass(t("svc.passphrase.confirm")) != first:
+        raise KeyStoreError(detail=t("svc.passphrase.mismatch"))
+    return first.encode()
+
+
+def pin_source(settings: Settings) -> str:
+    if settings.pkcs11_pin is not None:
+        return settings.pkcs11_pin.get_secret_value()
+    if not sys.stdin.isatty():
+        raise KeyStoreError(detail=t("svc.pin.missing"))
+    return getpass.getpass(t("svc.pin.prompt"))
+
+
+@dataclass
+class Services:
+    """Everything the CLI and the HTTP app need, built lazily from the settings."""
+
+    settings: Settings
+    confirm_new_passphrase: bool = False
+    _tsa: TimeStampAuthority | None = field(default=None, init=False)
+
+    @cached_property
+    def file_keys(self) -> FileKeyStore:
+        confirm = self.confirm_new_passphrase and not self.settings.keys_dir.exists()
+        return FileKeyStore(
+            self.settings.keys_dir,
+            passphrase=lambda: passphrase_source(self.settings, confirm=confirm),
+        )
+
+    @cached_property
+    def token(self) -> PKCS11KeyStore | None:
+        if not self.settings.pkcs11_token:
+            return None
+        return PKCS11KeyStore(
+            self.settings.pkcs11_module,
+            self.settings.pkcs11_token,
+            user_pin=lambda: pin_source(self.settings),
+        )
+
+    @cached_property
+    def keys(self) -> KeyRegistry:
+        stores: list[FileKeyStore | PKCS11KeyStore] = [self.file_keys]
+        if self.token is not None:
+            stores.append(self.token)
+        return KeyRegistry(stores)
+
+    @cached_property
+    def pki(self) -> BuiltinPKI:
+        return BuiltinPKI(self.settings.pki_dir, self.file_keys)
+
+    def ensure_pki(self) -> bool:
+        """Create the built-in PKI if the data directory has none. True when it was created."""
+        if self.pki.exists():
+            return False
+        self.pki.init(
+            public_url=self.settings.public_url,
+            ca_key_type=self.settings.ca_key_type,
+            service_key_type=self.settings.service_key_type,
+        )
+        return True
+
+    def trust_store(self, preset: str) -> TrustStore:
+        return TrustStore.preset(preset, dev_root=self.pki.root_path)
+
+    @cached_property
+    def tsa_policy(self) -> TSAPolicy:
+        s = self.settings
+        accepted = frozenset({s.tsa_policy_oid, *s.tsa_accepted_policies})
+        return TSAPolicy(
+            policy_oid=s.tsa_policy_oid,
+            accepted_policies=accepted,
+            accuracy=dt.timedelta(milliseconds=s.tsa_accuracy_ms),
+            clock_synchronised=s.tsa_clock_synchronised,
+        )
+
+    @cached_property
+    def tsa(self) -> TimeStampAuthority:
+        self.settings.tsa_serials_path.parent.mkdir(parents=True, exist_ok=True)
+        return TimeStampAuthority(
+            key=self.pki.tsa_key(),
+            policy=self.tsa_policy,
+            serials=SQLiteSerialSource(self.settings.tsa_serials_path),
+        )
+
+    @cached_property
+    def ocsp(self) -> OCSPResponder:
+        return self.pki.ocsp_responder()

@@ -1,0 +1,68 @@
+"""Settings: environment variables prefixed ``KYSO_`` (and a ``.env`` file), every one with a
+safe embedded default. Built by :func:`get_settings`, never at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KYSO_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Field(Path("./var"), description="Where the PKI, keys and state live.")
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Base URL written into certificates (OCSP, CRL, CA issuers).",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    locale: Literal["vi", "en"] = "vi"
+    log_level: str = "info"
+
+    key_passphrase: SecretStr | None = Field(
+        None, description="Passphrase of the PKCS#12 key files; prompted for when unset."
+    )
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token: str | None = Field(None, description="Token label; PKCS#11 is off when unset.")
+    pkcs11_pin: SecretStr | None = None
+
+    ca_key_type: Literal["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"] = "rsa-3072"
+    service_key_type: Literal["rsa-2048", "rsa-3072", "ec-p256", "ec-p384"] = "ec-p256"
+
+    tsa_policy_oid: str = "1.3.6.1.4.1.55555.2.1"
+    tsa_accepted_policies: list[str] = Field(default_factory=list)
+    tsa_accuracy_ms: int = Field(1000, ge=1)
+    tsa_clock_synchronised: bool = Field(
+        True, description="Set to false to make the TSA refuse to issue (clock not trusted)."
+    )
+    tsa_max_request_bytes: int = 16 * 1024
+    ocsp_max_request_bytes: int = 16 * 1024
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def tsa_serials_path(self) -> Path:
+        return self.data_dir / "tsa" / "serials.sqlite3"
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment now."""
+    return Settings()

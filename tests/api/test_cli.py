@@ -1,0 +1,193 @@
+"""The ``kyso`` command line as a user runs it: a real process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.conftest import PASSPHRASE, require_tool, run
+
+
+def kyso(data_dir: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KYSO_")}
+    full_env.update(
+        KYSO_DATA_DIR=str(data_dir), KYSO_KEY_PASSPHRASE=PASSPHRASE, KYSO_LOCALE="en", COLUMNS="200"
+    )
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kyso", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli") / "var"
+    proc = kyso(d, "pki", "init")
+    assert proc.returncode == 0, proc.stderr
+    assert "Created the development PKI" in proc.stdout
+    return d
+
+
+def test_init_twice_is_refused(data_dir: Path) -> None:
+    proc = kyso(data_dir, "pki", "init")
+    assert proc.returncode == 1
+    assert "already exists" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_issue_list_revoke_export(data_dir: Path, tmp_path: Path) -> None:
+    proc = kyso(
+        data_dir,
+        "pki",
+        "issue",
+        "person",
+        "Nguyễn Văn An",
+        "--id",
+        "CCCD:001090000001",
+        "--title",
+        "Chủ tịch",
+        "--org",
+        "UBND Quận Long Biên",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--key nguyen-van-an" in proc.stdout
+    proc = kyso(
+        data_dir,
+        "pki",
+        "issue",
+        "org",
+        "UBND Quận Long Biên",
+        "--id",
+        "MST:0101234567",
+        "--key-type",
+        "ec-p256",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--key ubnd-quan-long-bien" in proc.stdout
+
+    rows = json.loads(kyso(data_dir, "pki", "list", "--json").stdout)
+    by_label = {r["label"]: r for r in rows}
+    assert by_label["nguyen-van-an"]["kind"] == "person"
+    assert "CCCD:001090000001" in by_label["nguyen-van-an"]["subject"]
+    assert by_label["ubnd-quan-long-bien"]["status"] == "valid"
+
+    serial = by_label["nguyen-van-an"]["serial"]
+    proc = kyso(data_dir, "pki", "revoke", serial, "--reason", "keyCompromise")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(kyso(data_dir, "pki", "list", "--json").stdout)
+    revoked = next(r for r in rows if r["serial"] == serial)
+    assert revoked["status"] == "revoked" and revoked["reason"] == "keyCompromise"
+
+    table = kyso(data_dir, "pki", "list").stdout
+    assert "revoked (keyCompromise)" in table
+
+    out = tmp_path / "root.pem"
+    assert kyso(data_dir, "pki", "export-root", str(out)).returncode == 0
+    root = x509.load_pem_x509_certificate(out.read_bytes())
+    assert root.subject == root.issuer
+
+    crl = tmp_path / "issuing.crl"
+    assert kyso(data_dir, "pki", "crl", str(crl)).returncode == 0
+    parsed = x509.load_der_x509_crl(crl.read_bytes())
+    assert parsed.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+
+    keys = kyso(data_dir, "keys", "list").stdout
+    assert "file:nguyen-van-an" in keys and "file:kyso-tsa" in keys
+
+
+def test_user_errors_are_messages_with_exit_codes(data_dir: Path) -> None:
+    cases = [
+        (["pki", "issue", "person", "Lê Văn C", "--id", "CCCD:12"], "CCCD"),
+        (["pki", "issue", "person", "Lê Văn C", "--id", "XYZ:1"], "XYZ"),
+        (["pki", "revoke", "ABCDEF", "--reason", "keyCompromise"], "ABCDEF"),
+        (["pki", "revoke", "ABCDEF", "--reason", "bored"], "bored"),
+    ]
+    for args, fragment in cases:
+        proc = kyso(data_dir, *args)
+        assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
+        assert fragment in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_wrong_passphrase_is_refused_without_revealing_it(data_dir: Path) -> None:
+    proc = kyso(
+        data_dir,
+        "pki",
+        "issue",
+        "org",
+        "Sở Nội vụ",
+        "--id",
+        "MST:0101234568",
+        env={"KYSO_KEY_PASSPHRASE": "wrong horse"},
+    )
+    assert proc.returncode == 1
+    assert "Wrong passphrase" in proc.stderr
+    assert "wrong horse" not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_passphrase_and_no_terminal_is_a_clear_error(tmp_path: Path) -> None:
+    proc = kyso(tmp_path / "var", "pki", "init", env={"KYSO_KEY_PASSPHRASE": ""})
+    assert proc.returncode == 1
+    assert "passphrase" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_vietnamese_is_the_default_language(data_dir: Path) -> None:
+    proc = kyso(data_dir, "pki", "init", env={"KYSO_LOCALE": "vi"})
+    assert "Đã có hạ tầng khóa công khai" in proc.stderr
+
+
+def test_pkcs11_issue_generates_a_key_on_the_token(data_dir: Path, tmp_path: Path) -> None:
+    from tests.softhsm import init_token
+
+    require_tool("softhsm2-util")
+    token = init_token(tmp_path / "hsm")
+    env = {
+        "KYSO_PKCS11_MODULE": token.module,
+        "KYSO_PKCS11_TOKEN": token.label,
+        "KYSO_PKCS11_PIN": token.pin,
+        "SOFTHSM2_CONF": str(token.conf),
+    }
+    proc = kyso(
+        data_dir,
+        "pki",
+        "issue",
+        "person",
+        "Phạm Thị Dung",
+        "--id",
+        "CCCD:001190000003",
+        "--store",
+        "pkcs11",
+        "--key-type",
+        "ec-p256",
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pkcs11:" in proc.stdout
+    keys = kyso(data_dir, "keys", "list", env=env).stdout
+    assert "pham-thi-dung" in keys and "pkcs11:" in keys
+    assert not (data_dir / "keys" / "pham-thi-dung.p12").exists()
+    listing = run(
+        "pkcs11-tool",
+        "--module",
+        token.module,
+        "--token-label",
+        token.label,
+        "--login",
+        "--pin",
+        token.pin,
+        "--list-objects",
+        env={**os.environ, **env},
+    )
+    assert "pham-thi-dung" in listing.stdout
