@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from rich.console import Console
 from rich.table import Table
 
+from kyso.api.cli_inspect import cert_app, trust_app
 from kyso.api.services import Services
 from kyso.api.settings import Settings, get_settings
 from kyso.certs import identity
@@ -34,9 +35,12 @@ keys_app = typer.Typer(help="Keys in the file store and on PKCS#11 tokens.", no_
 app.add_typer(pki_app, name="pki")
 pki_app.add_typer(issue_app, name="issue")
 app.add_typer(keys_app, name="keys")
+app.add_typer(cert_app, name="cert")
+app.add_typer(trust_app, name="trust")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# data (names, subjects, fingerprints) is printed as is: no markup, no emoji codes (":CD:")
+out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 
 class KeyType(StrEnum):
@@ -71,7 +75,7 @@ def _who(cert: x509.Certificate) -> str:
 
 
 def _fail(exc: KysoError) -> NoReturn:
-    err.print(f"[red]{t('cli.error')}[/red] {exc.message()}", highlight=False)
+    err.print(f"{t('cli.error')} {exc.message()}")
     raise typer.Exit(1)
 
 
@@ -317,6 +321,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes", min=1)] = 1,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line per request (off by default: it costs throughput, see "
+            "BENCHMARKS.md)",
+        ),
+    ] = False,
 ) -> None:
     """Run the service (trust-service endpoints) under uvicorn; creates the PKI if absent."""
     import uvicorn
@@ -341,6 +353,7 @@ def serve(
             host=host or settings.host,
             port=port or settings.port,
             log_level=settings.log_level,
+            access_log=access_log,
         )
     else:
         # Worker processes build their own app (and open keys) from the same settings.
@@ -351,6 +364,7 @@ def serve(
             port=port or settings.port,
             workers=workers,
             log_level=settings.log_level,
+            access_log=access_log,
         )
 
 

@@ -7,13 +7,18 @@ import getpass
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from kyso.api.settings import Settings
-from kyso.certs.errors import KeyStoreError
+from kyso.certs.errors import KeyStoreError, TrustStoreError
 from kyso.certs.keys import FileKeyStore, KeyRegistry, PKCS11KeyStore
-from kyso.certs.pki import BuiltinPKI
+from kyso.certs.pki import BuiltinPKI, write_atomic
 from kyso.certs.revocation import OCSPResponder
-from kyso.certs.trust import TrustStore
+from kyso.certs.trust import TrustStore, is_ca, load_certificates
 from kyso.certs.tsa import SQLiteSerialSource, TimeStampAuthority, TSAPolicy
 from kyso.i18n import t
 
@@ -91,8 +96,32 @@ class Services:
         )
         return True
 
-    def trust_store(self, preset: str) -> TrustStore:
-        return TrustStore.preset(preset, dev_root=self.pki.root_path)
+    def trust_store(self, *presets: str) -> TrustStore:
+        """The presets asked for, plus every anchor the operator added (``kyso trust add``)."""
+        store = TrustStore()
+        for name in presets:
+            if name == "dev" and not self.pki.exists():
+                continue  # no built-in PKI here: nothing to trust under that name
+            store = store + TrustStore.preset(name, dev_root=self.pki.root_path)
+        extra = self.settings.trust_dir
+        if extra.is_dir() and any(extra.iterdir()):
+            store = store + TrustStore.from_directory(extra)
+        return store
+
+    def add_trust_anchors(self, path: Path) -> list[x509.Certificate]:
+        """Copy the CA certificates in ``path`` into the operator's trust folder."""
+        certs = load_certificates(path)
+        not_ca = [c.subject.rfc4514_string() for c in certs if not is_ca(c)]
+        if not_ca:
+            raise TrustStoreError(
+                "certs.trust.not_ca_anchor", detail=f"not a CA certificate: {'; '.join(not_ca)}"
+            )
+        folder = self.settings.trust_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        for cert in certs:
+            name = cert.fingerprint(hashes.SHA256()).hex() + ".pem"
+            write_atomic(folder / name, cert.public_bytes(Encoding.PEM))
+        return certs
 
     @cached_property
     def tsa_policy(self) -> TSAPolicy:

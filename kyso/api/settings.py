@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         return self.data_dir / "keys"
 
     @property
+    def trust_dir(self) -> Path:
+        """Trust anchors the operator added with ``kyso trust add``."""
+        return self.data_dir / "trust"
+
+    @property
     def tsa_serials_path(self) -> Path:
         return self.data_dir / "tsa" / "serials.sqlite3"
 

@@ -254,7 +254,7 @@ class PKIState:
             return int(value)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -337,7 +337,7 @@ class BuiltinPKI:
             ("tsa.pem", material.tsa_cert),
             ("ocsp.pem", material.ocsp_cert),
         ):
-            _write_atomic(self.directory / name, _pem(cert))
+            write_atomic(self.directory / name, _pem(cert))
         config = {
             "public_url": public_url,
             "ca_key_type": ca_key_type,
@@ -345,7 +345,7 @@ class BuiltinPKI:
             "created": self.clock().isoformat(),
         }
         # config.json last: its presence is what says "the PKI exists".
-        _write_atomic(self.directory / "config.json", json.dumps(config, indent=2).encode())
+        write_atomic(self.directory / "config.json", json.dumps(config, indent=2).encode())
         self._refresh_crl("root", force=True)
         self._refresh_crl("issuing", force=True)
 
@@ -517,7 +517,7 @@ class BuiltinPKI:
                 next_update=now + CRL_VALIDITY,
             )
             der = crl.public_bytes(Encoding.DER)
-            _write_atomic(path, der)
+            write_atomic(path, der)
             return der
 
     def crl_der(self, issuer: Issuer) -> bytes:

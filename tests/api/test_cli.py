@@ -191,3 +191,88 @@ def test_pkcs11_issue_generates_a_key_on_the_token(data_dir: Path, tmp_path: Pat
         env={**os.environ, **env},
     )
     assert "pham-thi-dung" in listing.stdout
+
+
+REAL = Path(__file__).resolve().parents[1] / "certs" / "data" / "real-vn"
+
+
+def test_cert_show_reads_a_real_agency_certificate(data_dir: Path) -> None:
+    proc = kyso(
+        data_dir, "cert", "show", str(REAL / "sample-agency-cert-tong-cuc-thue.pem"), "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    [info] = json.loads(proc.stdout)
+    assert info["identity"]["common_name"] == "TỔNG CỤC THUẾ"
+    assert info["identity"]["organisation"] == "BỘ TÀI CHÍNH"
+    assert info["identity"]["locality"] == "Hà Nội"
+    assert info["key"] == "RSA-2048"
+    assert info["ocsp"] == ["http://ocsp.ca.gov.vn"]
+    assert "2.16.704.1.1.1.1.1" in info["policies"]
+    assert info["sha256"].startswith("32:FB:1A:EC:A2:77:9B:D2")
+    text = kyso(
+        data_dir,
+        "cert",
+        "show",
+        str(REAL / "sample-agency-cert-tong-cuc-thue.pem"),
+        env={"KYSO_LOCALE": "vi"},
+    ).stdout
+    assert "Tên:" in text and "TỔNG CỤC THUẾ" in text and "A7:CD:CC" in text
+
+
+def test_cert_show_of_our_person_certificate_lists_the_ids(data_dir: Path, tmp_path: Path) -> None:
+    kyso(
+        data_dir,
+        "pki",
+        "issue",
+        "person",
+        "Đỗ Thị Hà",
+        "--id",
+        "CCCD:001190000004",
+        "--id",
+        "MST:8000000001",
+        "--title",
+        "Phó Giám đốc",
+        "--org",
+        "Sở Tư pháp",
+    )
+    rows = json.loads(kyso(data_dir, "pki", "list", "--json").stdout)
+    assert any(r["label"] == "do-thi-ha" for r in rows)
+    from kyso.certs.keys import FileKeyStore
+
+    store = FileKeyStore(data_dir / "keys", passphrase=lambda: PASSPHRASE.encode())
+    pem = tmp_path / "ha.pem"
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    pem.write_bytes(store.load("do-thi-ha").certificate.public_bytes(Encoding.PEM))
+    [info] = json.loads(kyso(data_dir, "cert", "show", str(pem), "--json").stdout)
+    assert info["identity"]["kind"] == "person"
+    assert info["identity"]["title"] == "Phó Giám đốc"
+    assert [i["text"] for i in info["identity"]["ids"]] == ["CCCD:001190000004", "MST:8000000001"]
+    assert info["key_usage"] == ["digital_signature", "content_commitment"]
+
+
+def test_cert_show_of_a_non_certificate_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    proc = kyso(data_dir, "cert", "show", str(junk))
+    assert proc.returncode == 1 and str(junk) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_trust_presets_and_operator_anchors(data_dir: Path) -> None:
+    anchors = json.loads(kyso(data_dir, "trust", "list", "--json").stdout)
+    fingerprints = {a["fingerprint"] for a in anchors}
+    assert "f04ba4b459a7c9a1b971ad9b1cb833e695a80c79aea63b174b66a70edfe2fdb8" in fingerprints
+    assert len(anchors) == 2  # vn-gov root G2 and the dev root
+    proc = kyso(data_dir, "trust", "add", str(REAL / "sample-agency-cert-tong-cuc-thue.pem"))
+    assert proc.returncode == 1 and "CA" in proc.stderr  # an agency certificate is no anchor
+    proc = kyso(data_dir, "trust", "add", str(REAL / "vnpt-ca-sha2-intermediate.pem"))
+    assert proc.returncode == 0, proc.stderr
+    anchors = json.loads(kyso(data_dir, "trust", "list", "--json").stdout)
+    assert len(anchors) == 3
+    assert any("VNPT-CA SHA2" in a["subject"] for a in anchors)
+    only_gov = json.loads(kyso(data_dir, "trust", "list", "--preset", "vn-gov", "--json").stdout)
+    assert {a["subject"] for a in only_gov} >= {
+        "CN=RootCA chuyên dùng Chính phủ G2,O=Ban Cơ yếu Chính phủ,C=VN"
+    }
+    proc = kyso(data_dir, "trust", "list", "--preset", "nope")
+    assert proc.returncode == 1 and "nope" in proc.stderr

@@ -277,3 +277,12 @@ async def test_revocation_is_fetched_by_pyhanko_certvalidator(live_server: LiveS
         await CertificateValidator(conv(leaf), validation_context=ctx2).async_validate_usage(
             {"digital_signature"}
         )
+
+
+def test_server_log_reveals_no_secret(live_server: LiveServer) -> None:
+    from tests.conftest import PASSPHRASE
+
+    httpx.get(f"{live_server.url}/healthz")
+    log = live_server.log.read_bytes()
+    assert PASSPHRASE.encode() not in log
+    assert b"PRIVATE KEY" not in log
