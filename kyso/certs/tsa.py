@@ -503,6 +503,9 @@ class TimeStampAuthority:
             version = req["version"].native
             imprint = req["message_imprint"]
             hash_name = imprint["hash_algorithm"]["algorithm"].native
+            # parsed here so that a malformed parameters field is refused, not copied into the
+            # token (the imprint is echoed byte for byte)
+            hash_params = imprint["hash_algorithm"]["parameters"].native
             hashed = imprint["hashed_message"].native
             req_policy = req["req_policy"].native
             nonce = req["nonce"]
@@ -514,6 +517,10 @@ class TimeStampAuthority:
             raise _Rejected(
                 FailureInfo.BAD_DATA_FORMAT, "the request is not a DER TimeStampReq"
             ) from e
+        if hash_params is not None:
+            raise _Rejected(
+                FailureInfo.BAD_DATA_FORMAT, "hash algorithm parameters must be absent or NULL"
+            )
         if version != "v1":
             raise _Rejected(FailureInfo.BAD_DATA_FORMAT, f"unsupported request version {version}")
         if hash_name not in self.policy.hash_algorithms:

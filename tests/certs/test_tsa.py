@@ -443,6 +443,25 @@ def test_wrong_version_and_imprint_length(tsa: TimeStampAuthority) -> None:
     assert _rejected(tsa.respond(make_request(b"\x06" * 32, "sha3_256")))[0] == {"bad_alg"}
 
 
+def test_malformed_hash_parameters_are_refused_not_echoed(tsa: TimeStampAuthority) -> None:
+    """The imprint is copied into the token byte for byte, so it must be valid DER first."""
+    good = make_request(b"\x08" * 32)
+    sha256_oid = bytes.fromhex("0609608648016503040201")
+    assert sha256_oid in good
+    # parameters present as a constructed NULL (invalid DER), found by the endpoint fuzz test
+    for params in (b"\x25\x00", b"\x04\x01\x00"):
+        algo = b"\x30" + bytes([len(sha256_oid) + len(params)]) + sha256_oid + params
+        start = good.index(sha256_oid) - 2
+        old_algo = good[start : start + 2 + good[start + 1]]
+        body = good.replace(old_algo, algo)
+        # fix up the two enclosing lengths (MessageImprint and TimeStampReq)
+        delta = len(algo) - len(old_algo)
+        body = bytearray(body)
+        body[1] += delta
+        body[body.index(b"\x30", 2) + 1] += delta
+        assert _rejected(tsa.respond(bytes(body)))[0] == {"bad_data_format"}
+
+
 def test_request_extensions_rejected(tsa: TimeStampAuthority) -> None:
     req = tsp.TimeStampReq.load(make_request(b"\x07" * 32))
     req["extensions"] = [{"extn_id": "1.2.3.4", "critical": False, "extn_value": b"\x05\x00"}]
