@@ -100,7 +100,7 @@ def test_hostile_bodies_never_give_a_500(dev_services: Services) -> None:
     ).certificate
     ocsp_req = (
         ocsp.OCSPRequestBuilder()
-        .add_certificate(leaf, dev_services.pki.issuing_cert, hashes.SHA1())  # noqa: S303
+        .add_certificate(leaf, dev_services.pki.issuing_cert, hashes.SHA1())
         .build()
         .public_bytes(Encoding.DER)
     )

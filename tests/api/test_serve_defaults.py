@@ -1,4 +1,4 @@
-"""`kyso serve` as the README's newcomer runs it: embedded defaults, passphrase asked on a terminal."""
+"""`kyso serve` as a newcomer runs it: embedded defaults, passphrase asked on a terminal."""
 
 from __future__ import annotations
 
