@@ -121,6 +121,33 @@ def _base(
     )
 
 
+def _issued(
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer_cert: x509.Certificate,
+    *,
+    now: dt.datetime,
+    days: int,
+    ca: bool = False,
+) -> x509.CertificateBuilder:
+    """What every certificate issued by one of our CAs has: validity capped by the issuer's,
+    basic constraints and key usage (critical), subject and authority key identifiers."""
+    return (
+        _base(
+            subject,
+            public_key,
+            issuer_cert.subject,
+            now=now,
+            days=days,
+            serial=None,
+            not_after_cap=issuer_cert.not_valid_after_utc,
+        )
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(_key_usage(ca=ca, signing=not ca), critical=True)
+        .add_extension(_aki(issuer_cert), critical=False)
+    )
+
+
 def _aki(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
@@ -211,20 +238,7 @@ def build_issuing_ca(
     urls: ServiceURLs | None = None,
 ) -> x509.Certificate:
     """An intermediate CA that issues end-entity, TSA and OCSP certificates (pathLen 0)."""
-    builder = (
-        _base(
-            subject,
-            public_key,
-            issuer_cert.subject,
-            now=now,
-            days=days,
-            serial=None,
-            not_after_cap=issuer_cert.not_valid_after_utc,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
-        .add_extension(_aki(issuer_cert), critical=False)
-    )
+    builder = _issued(subject, public_key, issuer_cert, now=now, days=days, ca=True)
     builder = _with_urls(
         builder, ServiceURLs(crl=urls.crl, ca_issuers=urls.ca_issuers) if urls else None
     )
@@ -244,19 +258,8 @@ def build_tsa_certificate(
 ) -> x509.Certificate:
     """A timestamping certificate: the only EKU is id-kp-timeStamping, critical."""
     builder = (
-        _base(
-            subject,
-            public_key,
-            issuer_cert.subject,
-            now=now,
-            days=days,
-            serial=None,
-            not_after_cap=issuer_cert.not_valid_after_utc,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=True), critical=True)
+        _issued(subject, public_key, issuer_cert, now=now, days=days)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
-        .add_extension(_aki(issuer_cert), critical=False)
         .add_extension(_policies(policy_oid), critical=False)
     )
     return _with_urls(builder, urls).sign(issuer_key, signature_hash(issuer_key))
@@ -273,20 +276,9 @@ def build_ocsp_certificate(
 ) -> x509.Certificate:
     """A delegated OCSP responder certificate (id-kp-OCSPSigning + id-pkix-ocsp-nocheck)."""
     builder = (
-        _base(
-            subject,
-            public_key,
-            issuer_cert.subject,
-            now=now,
-            days=days,
-            serial=None,
-            not_after_cap=issuer_cert.not_valid_after_utc,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=True), critical=True)
+        _issued(subject, public_key, issuer_cert, now=now, days=days)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
         .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(_aki(issuer_cert), critical=False)
     )
     return builder.sign(issuer_key, signature_hash(issuer_key))
 
@@ -305,22 +297,11 @@ def build_signer_certificate(
 ) -> x509.Certificate:
     """A document-signing certificate for a person or an organisation."""
     builder = (
-        _base(
-            subject,
-            public_key,
-            issuer_cert.subject,
-            now=now,
-            days=days,
-            serial=None,
-            not_after_cap=issuer_cert.not_valid_after_utc,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signing=True), critical=True)
+        _issued(subject, public_key, issuer_cert, now=now, days=days)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION, DOCUMENT_SIGNING]),
             critical=False,
         )
-        .add_extension(_aki(issuer_cert), critical=False)
         .add_extension(_policies(policy_oid), critical=False)
     )
     if emails:
