@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import sys
@@ -79,6 +80,14 @@ def _fail(exc: KysoError) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _actor() -> str:
+    """Who runs this command, for the audit trail."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
 def _services(*, confirm: bool = False) -> Services:
     return Services(_settings(), confirm_new_passphrase=confirm)
 
@@ -88,7 +97,7 @@ def pki_init() -> None:
     """Create the built-in development PKI: root CA, issuing CA, TSA and OCSP certificates."""
     services = _services(confirm=True)
     try:
-        if not services.ensure_pki():
+        if not services.ensure_pki(actor=_actor()):
             err.print(t("cli.pki.exists", path=str(services.settings.pki_dir)))
             raise typer.Exit(1)
     except KysoError as exc:
@@ -130,6 +139,7 @@ def _issue(
             key_type=key_type.value,
             days=days,
             token=token,
+            actor=_actor(),
         )
     except KysoError as exc:
         _fail(exc)
@@ -250,6 +260,42 @@ def pki_list(
     out.print(table)
 
 
+@pki_app.command("events")
+def pki_events(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Show the PKI's audit trail (init, issue, revoke, CRL) and check its hash chain."""
+    services = _services()
+    try:
+        services.pki.records()  # a clear error when there is no PKI
+        events = services.pki.state.events()
+        broken = services.pki.state.verify_events()
+    except KysoError as exc:
+        _fail(exc)
+    if as_json:
+        rows = [
+            {
+                "seq": e.seq,
+                "at": e.at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "serial": e.serial,
+                "detail": e.detail,
+                "hash": e.hash,
+            }
+            for e in events
+        ]
+        print(json.dumps({"events": rows, "intact": broken is None}, ensure_ascii=False, indent=2))
+    else:
+        for e in events:
+            out.print(f"{e.seq:>5} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:16} {e.action:8} {e.detail}")
+        if broken is None:
+            out.print(t("cli.events.intact", count=len(events)))
+    if broken is not None:
+        err.print(t("cli.events.broken", seq=broken))
+        raise typer.Exit(1)
+
+
 @pki_app.command("export-root")
 def pki_export_root(
     out_file: Annotated[Path, typer.Argument(help="Where to write the PEM")],
@@ -272,7 +318,9 @@ def pki_revoke(
     """Revoke a certificate: the CRL is re-signed and OCSP answers 'revoked' at once."""
     services = _services()
     try:
-        record = services.pki.revoke(parse_serial(serial), reason=parse_reason(reason))
+        record = services.pki.revoke(
+            parse_serial(serial), reason=parse_reason(reason), actor=_actor()
+        )
     except KysoError as exc:
         _fail(exc)
     out.print(

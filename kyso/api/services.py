@@ -85,7 +85,7 @@ class Services:
     def pki(self) -> BuiltinPKI:
         return BuiltinPKI(self.settings.pki_dir, self.file_keys)
 
-    def ensure_pki(self) -> bool:
+    def ensure_pki(self, *, actor: str = "system") -> bool:
         """Create the built-in PKI if the data directory has none. True when it was created."""
         if self.pki.exists():
             return False
@@ -93,6 +93,7 @@ class Services:
             public_url=self.settings.public_url,
             ca_key_type=self.settings.ca_key_type,
             service_key_type=self.settings.service_key_type,
+            actor=actor,
         )
         return True
 

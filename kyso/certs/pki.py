@@ -15,6 +15,7 @@ keys under their own labels, in a file store or on a PKCS#11 token.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import sqlite3
@@ -129,7 +130,37 @@ _SCHEMA = (
         serial TEXT PRIMARY KEY REFERENCES certificates(serial),
         revoked_at TEXT NOT NULL, reason TEXT NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        serial TEXT, detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL)""",
 )
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class PKIEvent:
+    """One entry of the PKI's audit trail (hash-chained: each entry seals the one before)."""
+
+    seq: int
+    at: dt.datetime
+    actor: str
+    action: str
+    serial: str | None
+    detail: str
+    prev: str
+    hash: str
+
+    @staticmethod
+    def digest(
+        seq: int, at: str, actor: str, action: str, serial: str | None, detail: str, prev: str
+    ) -> str:
+        payload = json.dumps(
+            [seq, at, actor, action, serial, detail, prev],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
 
 
 class PKIState:
@@ -163,9 +194,23 @@ class PKIState:
         conn.execute("COMMIT")
 
     def add(
-        self, *, cert: x509.Certificate, label: str, kind: str, issuer: str, key_uri: str
+        self,
+        *,
+        cert: x509.Certificate,
+        label: str,
+        kind: str,
+        issuer: str,
+        key_uri: str,
+        actor: str = "system",
     ) -> None:
         with self._tx() as db:
+            self._event(
+                db,
+                actor=actor,
+                action="issue",
+                serial=format(cert.serial_number, "X"),
+                detail=f"{kind} {label} ({key_uri}): {cert.subject.rfc4514_string()}",
+            )
             db.execute(
                 "INSERT INTO certificates VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -216,7 +261,9 @@ class PKIState:
         )
         return self._record(row) if row else None
 
-    def revoke(self, serial: int, *, at: dt.datetime, reason: x509.ReasonFlags) -> None:
+    def revoke(
+        self, serial: int, *, at: dt.datetime, reason: x509.ReasonFlags, actor: str = "system"
+    ) -> None:
         with self._tx() as db:
             key = format(serial, "X")
             if db.execute("SELECT 1 FROM certificates WHERE serial=?", (key,)).fetchone() is None:
@@ -226,6 +273,60 @@ class PKIState:
             db.execute(
                 "INSERT INTO revocations VALUES (?,?,?)", (key, at.isoformat(), reason.value)
             )
+            self._event(db, actor=actor, action="revoke", serial=key, detail=reason.value)
+
+    def record_event(
+        self, *, actor: str, action: str, detail: str, serial: str | None = None
+    ) -> None:
+        """Append an entry to the audit trail on its own."""
+        with self._tx() as db:
+            self._event(db, actor=actor, action=action, serial=serial, detail=detail)
+
+    @staticmethod
+    def _event(
+        db: sqlite3.Connection, *, actor: str, action: str, serial: str | None, detail: str
+    ) -> None:
+        # inside the caller's BEGIN IMMEDIATE transaction: no other writer can interleave
+        last = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        at = utc_now().isoformat()
+        digest = PKIEvent.digest(seq, at, actor, action, serial, detail, prev)
+        db.execute(
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?,?)",
+            (seq, at, actor, action, serial, detail, prev, digest),
+        )
+
+    def events(self) -> list[PKIEvent]:
+        rows = self._conn().execute("SELECT * FROM events ORDER BY seq").fetchall()
+        return [
+            PKIEvent(
+                seq=r[0],
+                at=dt.datetime.fromisoformat(r[1]),
+                actor=r[2],
+                action=r[3],
+                serial=r[4],
+                detail=r[5],
+                prev=r[6],
+                hash=r[7],
+            )
+            for r in rows
+        ]
+
+    def verify_events(self) -> int | None:
+        """The sequence number of the first entry whose seal is broken, or None when intact."""
+        prev = GENESIS
+        expected_seq = 1
+        for row in self._conn().execute("SELECT * FROM events ORDER BY seq"):
+            seq, at, actor, action, serial, detail, stored_prev, stored = row
+            ok = (
+                seq == expected_seq
+                and stored_prev == prev
+                and PKIEvent.digest(seq, at, actor, action, serial, detail, prev) == stored
+            )
+            if not ok:
+                return int(seq)
+            prev, expected_seq = stored, expected_seq + 1
+        return None
 
     def revoked(self, issuer: str) -> list[RevokedEntry]:
         rows = (
@@ -303,6 +404,7 @@ class BuiltinPKI:
         public_url: str,
         ca_key_type: str = "rsa-3072",
         service_key_type: str = "ec-p256",
+        actor: str = "system",
     ) -> None:
         """Create the PKI. Refuses to touch an existing one."""
         if self.exists():
@@ -324,13 +426,21 @@ class BuiltinPKI:
         self.keys.save(TSA_LABEL, material.tsa_key, material.tsa_cert, chain_s)
         self.keys.save(OCSP_LABEL, material.ocsp_key, material.ocsp_cert, chain_s)
         state = self.state
+        state.record_event(actor=actor, action="init", detail=f"development PKI for {public_url}")
         for label, kind, issuer, cert in (
             (ROOT_LABEL, "root-ca", "root", material.root_cert),
             (ISSUING_LABEL, "issuing-ca", "root", material.issuing_cert),
             (TSA_LABEL, "tsa", "issuing", material.tsa_cert),
             (OCSP_LABEL, "ocsp", "issuing", material.ocsp_cert),
         ):
-            state.add(cert=cert, label=label, kind=kind, issuer=issuer, key_uri=f"file:{label}")
+            state.add(
+                cert=cert,
+                label=label,
+                kind=kind,
+                issuer=issuer,
+                key_uri=f"file:{label}",
+                actor=actor,
+            )
         for name, cert in (
             ("root-ca.pem", material.root_cert),
             ("issuing-ca.pem", material.issuing_cert),
@@ -431,6 +541,7 @@ class BuiltinPKI:
         public_url: str | None = None,
         token: KeyGenerator | None = None,
         emails: tuple[str, ...] = (),
+        actor: str = "system",
     ) -> IssuedCertificate:
         """Create a key (in the file store, or on ``token``) and certify it for signing."""
         self._require()
@@ -474,12 +585,19 @@ class BuiltinPKI:
         else:
             token.store_certificate(label, cert, chain)
             key_uri = token.uri(label)
-        self.state.add(cert=cert, label=label, kind=kind, issuer="issuing", key_uri=key_uri)
+        self.state.add(
+            cert=cert, label=label, kind=kind, issuer="issuing", key_uri=key_uri, actor=actor
+        )
         return IssuedCertificate(label=label, key_uri=key_uri, certificate=cert, chain=chain)
 
     # -- revocation -------------------------------------------------------------------------
     def revoke(
-        self, serial: int, *, reason: x509.ReasonFlags, at: dt.datetime | None = None
+        self,
+        serial: int,
+        *,
+        reason: x509.ReasonFlags,
+        at: dt.datetime | None = None,
+        actor: str = "system",
     ) -> CertificateRecord:
         """Revoke a certificate issued here and re-sign its issuer's CRL at once."""
         self._require()
@@ -490,7 +608,7 @@ class BuiltinPKI:
             )
         if record.kind == "root-ca":
             raise PKIError(detail="the root CA cannot be revoked; create a new PKI instead")
-        self.state.revoke(serial, at=at or self.clock(), reason=reason)
+        self.state.revoke(serial, at=at or self.clock(), reason=reason, actor=actor)
         self._refresh_crl(record.issuer, force=True)  # type: ignore[arg-type]
         revoked = self.state.get(serial)
         assert revoked is not None
@@ -518,6 +636,10 @@ class BuiltinPKI:
             )
             der = crl.public_bytes(Encoding.DER)
             write_atomic(path, der)
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+            self.state.record_event(
+                actor="system", action="crl", detail=f"{issuer} CRL number {number} signed"
+            )
             return der
 
     def crl_der(self, issuer: Issuer) -> bytes:

@@ -105,6 +105,11 @@ def test_issue_list_revoke_export(data_dir: Path, tmp_path: Path) -> None:
     keys = kyso(data_dir, "keys", "list").stdout
     assert "file:nguyen-van-an" in keys and "file:kyso-tsa" in keys
 
+    trail = json.loads(kyso(data_dir, "pki", "events", "--json").stdout)
+    assert trail["intact"] is True
+    revocation = next(e for e in trail["events"] if e["action"] == "revoke")
+    assert revocation["serial"] == serial and revocation["actor"].startswith("cli:")
+
 
 def test_user_errors_are_messages_with_exit_codes(data_dir: Path) -> None:
     cases = [

@@ -221,3 +221,35 @@ def test_missing_pki_is_a_clear_error(tmp_path: Path, dev_services: Services) ->
     empty = BuiltinPKI(tmp_path / "nothing", dev_services.file_keys)
     with pytest.raises(PKIError, match="kyso pki init"):
         _ = empty.root_cert
+
+
+def test_every_state_change_lands_in_a_hash_chained_trail(fresh_services: Services) -> None:
+    import sqlite3
+
+    pki = fresh_services.pki
+    cert = pki.issue(
+        kind="org",
+        subject=identity.organisation_subject("Sở Tư pháp", ids=["MST:0101234569"]),
+        label="so-tu-phap",
+        actor="cli:van-thu",
+    ).certificate
+    pki.revoke(cert.serial_number, reason=x509.ReasonFlags.superseded, actor="cli:admin")
+    events = pki.state.events()
+    actions = [e.action for e in events]
+    assert actions[0] == "init" and actions.count("issue") == 5 and "revoke" in actions
+    serial = format(cert.serial_number, "X")
+    issued = next(e for e in events if e.action == "issue" and e.serial == serial)
+    assert issued.actor == "cli:van-thu" and "so-tu-phap" in issued.detail
+    revoked = next(e for e in events if e.action == "revoke")
+    assert revoked.actor == "cli:admin" and revoked.detail == "superseded"
+    # re-signing the CRL after the revocation is recorded too
+    assert events[-1].action == "crl"
+    assert pki.state.verify_events() is None
+    # an edit to any entry breaks the chain from that entry on
+    with sqlite3.connect(pki.directory / "state.sqlite3") as db:
+        db.execute("UPDATE events SET actor='someone-else' WHERE seq=?", (issued.seq,))
+    assert pki.state.verify_events() == issued.seq
+    with sqlite3.connect(pki.directory / "state.sqlite3") as db:
+        db.execute("UPDATE events SET actor='cli:van-thu' WHERE seq=?", (issued.seq,))
+        db.execute("DELETE FROM events WHERE seq=2")
+    assert pki.state.verify_events() == 3
