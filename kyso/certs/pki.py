@@ -393,6 +393,7 @@ class BuiltinPKI:
         self.clock = clock
         self._state: PKIState | None = None
         self._crl_lock = threading.Lock()
+        self._certs: dict[str, x509.Certificate] = {}
 
     # -- creation ---------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -478,8 +479,13 @@ class BuiltinPKI:
         return data
 
     def _cert(self, name: str) -> x509.Certificate:
-        self._require()
-        return x509.load_pem_x509_certificate((self.directory / name).read_bytes())
+        # The CA and service certificates never change once the PKI exists: read each once.
+        cert = self._certs.get(name)
+        if cert is None:
+            self._require()
+            cert = x509.load_pem_x509_certificate((self.directory / name).read_bytes())
+            self._certs[name] = cert
+        return cert
 
     @property
     def root_cert(self) -> x509.Certificate:
