@@ -79,7 +79,9 @@ _REASONS_FOLDED = {name.lower(): flag for name, flag in REASONS.items()}
 #: Requests larger than this are refused (malformedRequest) before parsing.
 MAX_REQUEST_SIZE = 64 * 1024
 #: At most this many CertIDs are answered in one request (each costs a signature).
-MAX_CERT_IDS = 32
+#: Each CertID costs one signature (cryptography signs every SingleResponse it encodes), so a
+#: large batch from an unauthenticated client is a cheap way to burn CPU: keep it small.
+MAX_CERT_IDS = 8
 #: RFC 8954 §2.1: a nonce is 1 to 32 octets.
 _MAX_NONCE = 32
 
@@ -327,6 +329,8 @@ def _parse_request(der: bytes) -> _Request:
         raise _Refuse(malformed, "no CertID in the request")
     if len(cert_ids) > MAX_CERT_IDS:
         raise _Refuse(malformed, f"{len(cert_ids)} CertIDs in one request")
+    if any(cert_id.serial < 0 for cert_id in cert_ids):
+        raise _Refuse(malformed, "negative serial number in a CertID")
 
     nonce: bytes | None = None
     for name, critical, value in extensions:

@@ -651,6 +651,12 @@ def test_cert_id_hash_of_wrong_length_is_malformed(world: World) -> None:
     assert status_of(world.responder().respond(request.dump())) is Status.MALFORMED_REQUEST
 
 
+def test_negative_serial_is_malformed_not_an_internal_error(world: World) -> None:
+    request = asn1_ocsp.OCSPRequest.load(crypto_request(world.good, world.pki.issuing_cert))
+    request["tbs_request"]["request_list"][0]["req_cert"]["serial_number"] = -5
+    assert status_of(world.responder().respond(request.dump())) is Status.MALFORMED_REQUEST
+
+
 def test_lookup_failure_is_internal_error(world: World) -> None:
     def broken(serial: int) -> CertStatus:
         raise RuntimeError("database is down")
