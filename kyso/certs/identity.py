@@ -12,6 +12,10 @@ Vietnamese CAs write subjects as UTF-8 strings with ``C=VN``, and put identity n
   some CAs tuck into other attributes (``OU=MST:0101234567``, ``CN=… - MST:…``) and falls back
   to a raw DER walk when *cryptography* refuses to decode the subject (old T61String or broken
   UTF-8 values).
+
+Whether a subject names a person or an organisation (:attr:`VNIdentity.kind`) decides whether
+a signature is an official's or the agency's seal, so it is never guessed: see
+:func:`identity_of` for the rule; without evidence the answer is ``"unknown"``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import re
 import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from asn1crypto import core as asn1_core
@@ -35,6 +39,7 @@ __all__ = [
     "ORGANISATION_SCHEMES",
     "PERSONAL_SCHEMES",
     "IdentityNumber",
+    "Kind",
     "VNIdentity",
     "identity_of",
     "organisation_subject",
@@ -42,15 +47,20 @@ __all__ = [
     "person_subject",
 ]
 
-#: Identity numbers of a natural person: citizen ID card, old ID card, passport.
+#: Identity numbers of a natural person: citizen ID card, old ID card, passport.  (A 12-digit
+#: ``MST`` is personal too: see :attr:`IdentityNumber.is_personal`.)
 PERSONAL_SCHEMES = frozenset({"CCCD", "CMND", "HC"})
-#: Identity numbers of an organisation: tax code, budget-unit code.
+#: Identity numbers of an organisation: tax code (10 digits, optionally a branch), budget-unit
+#: code.
 ORGANISATION_SCHEMES = frozenset({"MST", "MNS"})
 KNOWN_SCHEMES = PERSONAL_SCHEMES | ORGANISATION_SCHEMES
 #: Scheme given to a number whose prefix is missing or unknown (reading only).
 OTHER = "OTHER"
 
-Kind = Literal["person", "organisation"]
+#: Who a subject names; ``"unknown"`` when the subject gives no evidence either way.
+Kind = Literal["person", "organisation", "unknown"]
+#: Where a number was read: a ``UID`` attribute, or free text in another attribute.
+Source = Literal["uid", "embedded"]
 
 # Upper bounds in characters (RFC 5280 Appendix A / X.520); UID per RFC 1274 (ub-user-id).
 _LIMITS: dict[str, int] = {
@@ -88,6 +98,9 @@ _EMBEDDED = re.compile(
     re.IGNORECASE,
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Tax-code values as stored in IdentityNumber.value (the branch is kept apart).
+_PERSONAL_MST = re.compile(r"\d{12}")
+_ORGANISATION_MST = re.compile(r"\d{10}")
 
 
 # --------------------------------------------------------------------------- identity numbers
@@ -99,11 +112,15 @@ class IdentityNumber:
 
     ``scheme`` is one of :data:`KNOWN_SCHEMES` or ``"OTHER"`` (then ``value`` holds the whole
     text as found, prefix included).  ``branch`` is the dependent-unit suffix of a tax code.
+    ``source`` says where :func:`identity_of` found it: ``"uid"`` (a UID attribute, the
+    default) or ``"embedded"`` (free text in another attribute, weaker evidence).  It is
+    provenance, not part of the number: equality and hashing ignore it.
     """
 
     scheme: str
     value: str
     branch: str | None = None
+    source: Source = field(default="uid", compare=False)
 
     def __str__(self) -> str:
         if self.scheme == OTHER:
@@ -113,8 +130,25 @@ class IdentityNumber:
 
     @property
     def is_personal(self) -> bool:
-        """True for a natural person's number (CCCD, CMND, passport)."""
+        """True for a natural person's number: CCCD, CMND, passport, or a 12-digit MST.
+
+        Since 1 July 2025 an individual's tax code is their 12-digit personal ID number, so a
+        12-digit ``MST`` (without branch) names a person.  A CCCD/CMND/HC number counts even
+        when malformed: the scheme alone says "person".
+        """
+        if self.scheme == "MST":
+            return self.branch is None and _PERSONAL_MST.fullmatch(self.value) is not None
         return self.scheme in PERSONAL_SCHEMES
+
+    @property
+    def is_organisational(self) -> bool:
+        """True for an organisation's number: a 10-digit MST (± branch) or an MNS code.
+
+        A malformed MST says nothing either way (it could be a person's or an agency's).
+        """
+        if self.scheme == "MST":
+            return _ORGANISATION_MST.fullmatch(self.value) is not None
+        return self.scheme == "MNS"
 
     @property
     def is_valid(self) -> bool:
@@ -134,6 +168,7 @@ class IdentityNumber:
             "branch": self.branch,
             "text": str(self),
             "valid": self.is_valid,
+            "source": self.source,
         }
 
 
@@ -320,15 +355,18 @@ def person_subject(
 ) -> x509.Name:
     """The subject of a natural person's certificate.
 
-    ``ids`` needs at least one personal number (``CCCD:``, ``CMND:`` or ``HC:``) and may add
-    others (e.g. the person's ``MST:``); each becomes a UID.  ``title`` is the person's
-    position (Giám đốc…), ``organisation``/``unit`` their agency and department.
+    ``ids`` needs at least one personal number: ``CCCD:``, ``CMND:``, ``HC:`` or a 12-digit
+    ``MST:`` (since 1 July 2025 an individual's tax code is their personal ID number, so
+    ``MST:001090000001`` alone is enough).  It may add others, e.g. an older 10-digit
+    ``MST:``; each becomes a UID.  A subject built here always reads back as ``"person"``
+    (:func:`identity_of`).  ``title`` is the person's position (Giám đốc…),
+    ``organisation``/``unit`` their agency and department.
     """
     numbers = _clean_ids(ids)
     if not any(number.is_personal for number in numbers):
         raise IdentityError(
             "certs.identity.no_personal_id",
-            detail="a person's subject needs a CCCD, CMND or HC number",
+            detail="a person's subject needs a CCCD, CMND, HC or 12-digit MST number",
         )
     return _build_name(
         common_name=_clean_name("common_name", full_name, required=True) or "",
@@ -352,9 +390,12 @@ def organisation_subject(
 ) -> x509.Name:
     """The subject of an agency's (organisation's) certificate: CN = ``name``, O = ``parent``.
 
-    ``ids`` holds organisation numbers (``MST:``, ``MNS:``); it may be empty, as on the
-    Government CA's agency certificates.  A personal number is refused: it would make the
-    certificate read back as a person's.
+    ``ids`` holds organisation numbers (10-digit ``MST:`` with an optional branch, ``MNS:``).
+    A personal number (CCCD, CMND, HC, or a 12-digit MST, which is an individual's tax code)
+    is refused: it would make the certificate read back as a person's.  ``ids`` may be empty,
+    as on the Government CA's agency certificates, but such a subject carries no evidence of
+    being an organisation and reads back with kind ``"unknown"``; give an MST or MNS so that
+    :func:`identity_of` reads it as ``"organisation"``.
     """
     numbers = _clean_ids(ids)
     for number in numbers:
@@ -379,7 +420,12 @@ def organisation_subject(
 
 @dataclass(frozen=True, slots=True)
 class VNIdentity:
-    """Who a certificate names, the Vietnamese way."""
+    """Who a certificate names, the Vietnamese way.
+
+    ``kind`` is ``"person"``, ``"organisation"`` or ``"unknown"`` (see :func:`identity_of`);
+    ``ids`` lists UID numbers first, then numbers found in other attributes (their
+    :attr:`IdentityNumber.source` tells which).
+    """
 
     common_name: str | None
     organisation: str | None
@@ -420,6 +466,11 @@ _FIELDS: dict[str, str] = {
     NameOID.STATE_OR_PROVINCE_NAME.dotted_string: "province",
     NameOID.COUNTRY_NAME.dotted_string: "country",
 }
+# Attributes only a natural person's subject carries (weak evidence, used without numbers).
+_PERSON_ATTRIBUTES = frozenset(
+    oid.dotted_string
+    for oid in (NameOID.TITLE, NameOID.GIVEN_NAME, NameOID.SURNAME, NameOID.PSEUDONYM)
+)
 
 # DER universal tags of string types, and how to decode them without ever failing.
 _DECODERS: dict[int, str] = {
@@ -501,7 +552,9 @@ def _embedded_numbers(text: str) -> list[IdentityNumber]:
     for match in _EMBEDDED.finditer(text):
         number = parse_identity_number(f"{match.group(1)}:{match.group(2)}", strict=False)
         if number.is_valid:
-            found.append(number)
+            found.append(
+                IdentityNumber(number.scheme, number.value, number.branch, source="embedded")
+            )
     return found
 
 
@@ -513,20 +566,50 @@ def _is_only_number(text: str) -> bool:
     return parse_identity_number(f"{match.group(1)}:{match.group(2)}", strict=False).is_valid
 
 
-def _kind(ids: Iterable[IdentityNumber]) -> Kind:
-    return "person" if any(number.is_personal for number in ids) else "organisation"
+def _kind_from_numbers(numbers: Iterable[IdentityNumber]) -> Kind:
+    """Personal numbers win over organisational ones; neither gives ``"unknown"``."""
+    numbers = list(numbers)
+    if any(number.is_personal for number in numbers):
+        return "person"
+    if any(number.is_organisational for number in numbers):
+        return "organisation"
+    return "unknown"
+
+
+def _kind(
+    uids: Sequence[IdentityNumber], embedded: Sequence[IdentityNumber], person_attribute: bool
+) -> Kind:
+    """The rule of :func:`identity_of`, evidence tier by tier, strongest first."""
+    for tier in (uids, embedded):
+        kind = _kind_from_numbers(tier)
+        if kind != "unknown":
+            return kind
+    return "person" if person_attribute else "unknown"
 
 
 def identity_of(cert: x509.Certificate) -> VNIdentity:
     """Read the Vietnamese identity of ``cert``'s subject.  Never raises on a certificate.
 
     Single-valued fields take the first value; several OUs are joined with ``", "``.  Text
-    is NFC-normalised.  Kind: any CCCD/CMND/HC number makes a person, anything else an
-    organisation.
+    is NFC-normalised.
+
+    ``kind`` is decided from the strongest evidence present, never by default:
+
+    1. UID numbers, and only them if any says something: a personal number (CCCD, CMND, HC,
+       or a 12-digit MST, an individual's tax code) makes a ``"person"``; otherwise an
+       organisational one (10-digit MST ± branch, MNS) an ``"organisation"``.  So a person
+       with a CCCD and a tax code is a person, and an agency whose UID is its MST stays an
+       organisation whatever its OU or e-mail text says.
+    2. Without an informative UID (none, or only unknown schemes and malformed tax codes),
+       the numbers found in other attributes' text, by the same rule.
+    3. Without numbers either, a ``title``, ``givenName``, ``surname`` or ``pseudonym``
+       attribute makes a ``"person"``; otherwise the kind is ``"unknown"`` (e.g. the
+       Government CA's agency certificates, which carry no number at all).
     """
     values: dict[str, list[str]] = {}
     uids: list[IdentityNumber] = []
     embedded: list[IdentityNumber] = []
+    person_attribute = False
     for dotted, raw in _subject_attributes(cert):
         text = unicodedata.normalize("NFC", raw).strip()
         if not text:
@@ -534,6 +617,7 @@ def identity_of(cert: x509.Certificate) -> VNIdentity:
         if dotted == _UID:
             uids.append(parse_identity_number(text, strict=False))
             continue
+        person_attribute = person_attribute or dotted in _PERSON_ATTRIBUTES
         embedded.extend(_embedded_numbers(text))
         field = _FIELDS.get(dotted)
         if field is None:
@@ -561,5 +645,5 @@ def identity_of(cert: x509.Certificate) -> VNIdentity:
         province=first("province"),
         country=first("country"),
         ids=tuple(ids),
-        kind=_kind(ids),
+        kind=_kind(uids, embedded, person_attribute),
     )

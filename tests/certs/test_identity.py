@@ -214,6 +214,17 @@ def test_person_needs_a_personal_id() -> None:
     assert info.value.code == "certs.identity.no_personal_id"
     with pytest.raises(IdentityError):
         person_subject("Nguyễn Văn An", ids=[])
+    with pytest.raises(IdentityError):
+        person_subject("Nguyễn Văn An", ids=["MNS:1012345"])
+
+
+def test_person_with_a_personal_tax_code_only() -> None:
+    # since 2025 an individual's tax code is the 12-digit personal ID number
+    subject = person_subject("Nguyễn Văn An", ids=["MST:001090000001"])
+    assert values(subject, NameOID.USER_ID) == ["MST:001090000001"]
+    assert identity_of(self_signed(subject)).kind == "person"
+    both = person_subject("Nguyễn Văn An", ids=["CCCD:001090000001", "MST:001090000001"])
+    assert identity_of(self_signed(both)).kind == "person"
 
 
 def test_building_refuses_unknown_schemes_and_duplicates() -> None:
@@ -250,6 +261,13 @@ def test_organisation_subject_without_ids_and_refusing_personal_ids() -> None:
     with pytest.raises(IdentityError) as info:
         organisation_subject("Công ty A", ids=["CCCD:001090000001"])
     assert info.value.code == "certs.identity.personal_id_for_organisation"
+    # a 12-digit tax code is an individual's: refused like a CCCD
+    with pytest.raises(IdentityError) as info:
+        organisation_subject("Công ty A", ids=["MST:0101234567", "MST:001090000001"])
+    assert info.value.code == "certs.identity.personal_id_for_organisation"
+    assert info.value.params["number"] == "MST:001090000001"
+    # an agency without numbers can be built, but nothing says it is an organisation
+    assert identity_of(self_signed(name)).kind == "unknown"
 
 
 # --------------------------------------------------------------------------- round trips
@@ -311,7 +329,14 @@ def test_as_dict_is_json_ready() -> None:
     assert again["common_name"] == "Phạm Văn Đức"
     assert again["title"] == "Chuyên viên"
     assert again["ids"] == [
-        {"scheme": "HC", "value": "C1234567", "branch": None, "text": "HC:C1234567", "valid": True}
+        {
+            "scheme": "HC",
+            "value": "C1234567",
+            "branch": None,
+            "text": "HC:C1234567",
+            "valid": True,
+            "source": "uid",
+        }
     ]
 
 
@@ -327,7 +352,8 @@ def test_real_agency_certificate() -> None:
     assert identity.unit is None and identity.title is None and identity.province is None
     # The Government CA's agency certificates carry no UID at all.
     assert identity.ids == ()
-    assert identity.kind == "organisation"
+    # ... and no other evidence of being an organisation: the honest answer is "unknown"
+    assert identity.kind == "unknown"
     # exact code points (precomposed, as in the certificate)
     assert identity.common_name.encode() == b"T\xe1\xbb\x94NG C\xe1\xbb\xa4C THU\xe1\xba\xbe"
     assert identity.locality.encode() == b"H\xc3\xa0 N\xe1\xbb\x99i"
@@ -338,7 +364,7 @@ def test_real_government_root() -> None:
     assert identity.common_name == "RootCA chuyên dùng Chính phủ G2"
     assert identity.organisation == "Ban Cơ yếu Chính phủ"
     assert identity.country == "VN"
-    assert identity.kind == "organisation"
+    assert identity.kind == "unknown"  # no number, no personal attribute
 
 
 def test_real_vnpt_ca_with_reversed_rdn_order() -> None:
@@ -347,6 +373,7 @@ def test_real_vnpt_ca_with_reversed_rdn_order() -> None:
     assert identity.organisation == "VIETNAM POSTS AND TELECOMMUNICATIONS GROUP"
     assert identity.country == "VN"
     assert identity.ids == ()
+    assert identity.kind == "unknown"
 
 
 # --------------------------------------------------------------------------- robustness
@@ -462,4 +489,174 @@ def test_empty_subject() -> None:
     identity = identity_of(self_signed(x509.Name([])))
     assert identity.common_name is None
     assert identity.ids == ()
+    assert identity.kind == "unknown"  # never "organisation" by default
+
+
+# --------------------------------------------------------------------------- person or organisation
+
+
+@pytest.mark.parametrize(
+    ("text", "personal", "organisational"),
+    [
+        ("CCCD:001090000001", True, False),
+        ("CMND:012345678", True, False),
+        ("HC:C1234567", True, False),
+        ("MST:001090000001", True, False),  # 12 digits: an individual's tax code
+        ("MST:0101234567", False, True),
+        ("MST:0301519977-029", False, True),
+        ("MNS:1012345", False, True),
+    ],
+)
+def test_personal_and_organisational_numbers(
+    text: str, personal: bool, organisational: bool
+) -> None:
+    number = parse_identity_number(text)
+    assert number.is_personal is personal
+    assert number.is_organisational is organisational
+
+
+def test_malformed_and_unknown_numbers_say_nothing_but_a_personal_scheme() -> None:
+    lenient = [parse_identity_number(t, strict=False) for t in ("MST:12", "BHXH:1", "0101234567")]
+    assert [(n.is_personal, n.is_organisational) for n in lenient] == [(False, False)] * 3
+    # a malformed CCCD is still a person's document
+    assert parse_identity_number("CCCD:12", strict=False).is_personal
+
+
+def _subject(*attributes: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
+    return x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes])
+
+
+def _kind_of(*attributes: tuple[x509.ObjectIdentifier, str]) -> str:
+    return identity_of(self_signed(_subject(*attributes))).kind
+
+
+def test_person_with_only_a_12_digit_tax_code_uid_is_a_person() -> None:
+    # reported bug: this read back as "organisation"
+    assert (
+        _kind_of(
+            (NameOID.COUNTRY_NAME, "VN"),
+            (NameOID.COMMON_NAME, "Nguyễn Văn An"),
+            (NameOID.USER_ID, "MST:001090000001"),
+        )
+        == "person"
+    )
+
+
+@pytest.mark.parametrize(
+    "attribute",
+    [
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, "Phòng Kế toán - CCCD:001090000001"),
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, "CCCD:001090000001"),
+        (NameOID.EMAIL_ADDRESS, "hc=B1234567@example.vn"),
+        (NameOID.COMMON_NAME, "Sở Tài chính - CMND:012345678"),
+    ],
+)
+def test_organisation_uid_wins_over_personal_numbers_in_free_text(
+    attribute: tuple[x509.ObjectIdentifier, str],
+) -> None:
+    # reported bug: a personal number in OU / e-mail turned the agency into a person
+    cert = self_signed(
+        _subject(
+            (NameOID.COUNTRY_NAME, "VN"),
+            (NameOID.COMMON_NAME, "Sở Tài chính"),
+            attribute,
+            (NameOID.USER_ID, "MST:0101234567"),
+        )
+    )
+    identity = identity_of(cert)
     assert identity.kind == "organisation"
+    # the embedded number is still reported, marked as such
+    assert [n.source for n in identity.ids] == ["uid", "embedded"]
+    assert identity.ids[1].is_personal
+
+
+def test_personal_uid_wins_over_organisational_uid() -> None:
+    assert (
+        _kind_of(
+            (NameOID.COMMON_NAME, "Lê Văn Cường"),
+            (NameOID.USER_ID, "MST:0101234567"),
+            (NameOID.USER_ID, "CCCD:001090000001"),
+        )
+        == "person"
+    )
+    assert (
+        _kind_of(
+            (NameOID.COMMON_NAME, "Lê Văn Cường"),
+            (NameOID.USER_ID, "CCCD:001090000001"),
+            (NameOID.USER_ID, "MST:001090000001"),
+        )
+        == "person"
+    )
+
+
+def test_organisation_uid_wins_over_a_title() -> None:
+    assert (
+        _kind_of(
+            (NameOID.TITLE, "Văn thư"),
+            (NameOID.COMMON_NAME, "Sở Tài chính"),
+            (NameOID.USER_ID, "MNS:1012345"),
+        )
+        == "organisation"
+    )
+
+
+def test_without_uid_embedded_numbers_decide() -> None:
+    assert _kind_of((NameOID.COMMON_NAME, "CÔNG TY ABC - MST:0101234567")) == "organisation"
+    assert _kind_of((NameOID.ORGANIZATIONAL_UNIT_NAME, "MST:001090000001")) == "person"
+    # same rule inside the tier: a personal number wins
+    assert (
+        _kind_of(
+            (NameOID.ORGANIZATIONAL_UNIT_NAME, "MST:0101234567"),
+            (NameOID.COMMON_NAME, "Trần Bình - CCCD:001090000001"),
+        )
+        == "person"
+    )
+    identity = identity_of(self_signed(_subject((NameOID.COMMON_NAME, "ABC - MNS:1012345"))))
+    assert identity.ids == (IdentityNumber("MNS", "1012345"),)
+    assert identity.ids[0].source == "embedded"
+
+
+def test_uninformative_uids_leave_the_decision_to_weaker_evidence() -> None:
+    # an unknown scheme or a malformed tax code says neither person nor organisation
+    assert _kind_of((NameOID.USER_ID, "BHXH:0123456789")) == "unknown"
+    assert _kind_of((NameOID.USER_ID, "MST:12")) == "unknown"
+    assert (
+        _kind_of(
+            (NameOID.USER_ID, "BHXH:0123456789"),
+            (NameOID.COMMON_NAME, "CÔNG TY ABC - MST:0101234567"),
+        )
+        == "organisation"
+    )
+    assert _kind_of((NameOID.USER_ID, "MST:12"), (NameOID.TITLE, "Chuyên viên")) == "person"
+
+
+@pytest.mark.parametrize(
+    "oid", [NameOID.TITLE, NameOID.GIVEN_NAME, NameOID.SURNAME, NameOID.PSEUDONYM]
+)
+def test_personal_attribute_without_numbers_makes_a_person(oid: x509.ObjectIdentifier) -> None:
+    assert _kind_of((oid, "Chuyên viên")) == "person"
+
+
+def test_title_only_is_a_person() -> None:
+    identity = identity_of(self_signed(_subject((NameOID.TITLE, "Giám đốc"))))
+    assert identity.kind == "person"
+    assert identity.title == "Giám đốc"
+
+
+def test_names_alone_are_unknown() -> None:
+    assert (
+        _kind_of(
+            (NameOID.COUNTRY_NAME, "VN"),
+            (NameOID.ORGANIZATION_NAME, "BỘ TÀI CHÍNH"),
+            (NameOID.COMMON_NAME, "TỔNG CỤC THUẾ"),
+        )
+        == "unknown"
+    )
+
+
+def test_source_is_provenance_not_identity() -> None:
+    uid = IdentityNumber("MST", "0101234567")
+    embedded = IdentityNumber("MST", "0101234567", source="embedded")
+    assert uid == embedded and hash(uid) == hash(embedded)
+    assert embedded.is_valid
+    assert embedded.as_dict()["source"] == "embedded"
