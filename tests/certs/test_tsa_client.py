@@ -13,11 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
+from typing import cast
 
 import pytest
 from asn1crypto import keys, tsp
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
@@ -28,14 +31,25 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from kyso.certs.builders import PKIMaterial, build_dev_pki, build_signer_certificate, dev_name
+from kyso.certs.builders import (
+    PKIMaterial,
+    build_dev_pki,
+    build_issuing_ca,
+    build_signer_certificate,
+    build_tsa_certificate,
+    dev_name,
+    new_private_key,
+)
 from kyso.certs.errors import TSAError
+from kyso.certs.trust import TrustStore
 from kyso.certs.tsa import DEV_TSA_POLICY_OID, MemorySerialSource, TimeStampAuthority, TSAPolicy
 from kyso.certs.tsa_client import (
     REPLY_CONTENT_TYPE,
+    BadReplyError,
     FailoverTimeStamper,
     TSAClient,
     build_request,
+    check_response,
 )
 from tests.certs.test_tsa import SoftKey, tsa_key
 
@@ -93,6 +107,7 @@ class Servers:
     html: _Server
     no_certs: _Server
     auth: _Server
+    foreign: _Server
     down_url: str
 
 
@@ -111,7 +126,15 @@ def pki() -> PKIMaterial:
 
 
 @pytest.fixture(scope="module")
-def servers(pki: PKIMaterial) -> Iterator[Servers]:
+def foreign_pki() -> PKIMaterial:
+    """A brand-new, unrelated PKI — with the very same names as ``pki``."""
+    return build_dev_pki(
+        now=dt.datetime.now(dt.UTC), ca_key_type="ec-p256", service_key_type="ec-p256"
+    )
+
+
+@pytest.fixture(scope="module")
+def servers(pki: PKIMaterial, foreign_pki: PKIMaterial) -> Iterator[Servers]:
     policy = TSAPolicy(accepted_policies=frozenset({DEV_TSA_POLICY_OID, OTHER_POLICY}))
     tsa = TimeStampAuthority(key=tsa_key(pki), policy=policy, serials=MemorySerialSource())
     refusing = TimeStampAuthority(
@@ -124,6 +147,11 @@ def servers(pki: PKIMaterial) -> Iterator[Servers]:
         key=SoftKey(ec.generate_private_key(ec.SECP256R1()), pki.tsa_cert, ()),
         policy=policy,
         serials=MemorySerialSource(),
+    )
+
+    # An unrelated PKI with the same names: what an attacker on the network path would use.
+    foreign = TimeStampAuthority(
+        key=tsa_key(foreign_pki), policy=policy, serials=MemorySerialSource()
     )
 
     def reply(authority: TimeStampAuthority, body: bytes) -> tuple[int, str, bytes]:
@@ -170,6 +198,7 @@ def servers(pki: PKIMaterial) -> Iterator[Servers]:
         "html": lambda b, _h: (200, "text/html", b"<html>maintenance</html>"),
         "no_certs": edited(cert_req=False),
         "auth": auth,
+        "foreign": lambda b, _h: reply(foreign, b),
     }
     running = {name: _Server(behaviour) for name, behaviour in made.items()}
     threads = [
@@ -297,6 +326,158 @@ def test_request_validation() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Trust: pinning the TSA
+
+
+def _token_from(
+    key: SoftKey, *, clock: Callable[[], dt.datetime] | None = None
+) -> tuple[tsp.TimeStampReq, bytes]:
+    authority = TimeStampAuthority(
+        key=key,
+        policy=TSAPolicy(),
+        serials=MemorySerialSource(),
+        clock=clock or (lambda: dt.datetime.now(dt.UTC)),
+    )
+    request = build_request(DIGEST)
+    return request, authority.respond(request.dump())
+
+
+def test_untrusted_pki_is_refused(pki: PKIMaterial, foreign_pki: PKIMaterial) -> None:
+    request, response = _token_from(tsa_key(foreign_pki))
+    # Without trust, any PKI passes: only integrity is checked (documented behaviour).
+    check_response(response, request)
+    # Same names as our PKI, other keys: refused.
+    with pytest.raises(BadReplyError, match="is not trusted") as err:
+        check_response(response, request, trust=[pki.root_cert])
+    assert "CN=kyso Dev TSA" in str(err.value)
+    assert "no path to a trust anchor" in str(err.value)
+    with pytest.raises(BadReplyError, match="is not trusted"):
+        check_response(response, request, trust=[pki.issuing_cert, pki.tsa_cert])
+    # Its own root (cryptography or asn1crypto), or several roots including it: accepted.
+    check_response(response, request, trust=[foreign_pki.root_cert])
+    check_response(
+        response,
+        request,
+        trust=[asn1_x509.Certificate.load(foreign_pki.root_cert.public_bytes(Encoding.DER))],
+    )
+    check_response(response, request, trust=TrustStore([pki.root_cert, foreign_pki.root_cert]))
+    # An empty trust set trusts nothing.
+    with pytest.raises(BadReplyError, match="is not trusted"):
+        check_response(response, request, trust=[])
+
+
+def test_pinning_the_tsa_or_its_ca(pki: PKIMaterial, foreign_pki: PKIMaterial) -> None:
+    request, response = _token_from(tsa_key(pki))
+    check_response(response, request, trust=[pki.tsa_cert])
+    check_response(response, request, trust=[pki.issuing_cert])
+    with pytest.raises(BadReplyError, match="is not trusted"):
+        check_response(response, request, trust=[foreign_pki.tsa_cert])
+    with pytest.raises(BadReplyError, match="is not trusted"):
+        check_response(response, request, trust=[foreign_pki.issuing_cert])
+
+
+def test_pinned_certificate_serves_tokens_without_certs(servers: Servers, pki: PKIMaterial) -> None:
+    # The pinned TSA certificate is also where the signer is looked for.
+    reply = _client(servers.no_certs.url, trust=[pki.tsa_cert]).timestamp(DIGEST)
+    assert not reply.token["content"]["certificates"]
+    # Chaining to the root needs the intermediate: from tsa_certificates, which are not a pin.
+    with pytest.raises(TSAError, match="is not trusted"):
+        _client(
+            servers.no_certs.url, tsa_certificates=[pki.tsa_cert], trust=[pki.root_cert]
+        ).timestamp(DIGEST)
+    _client(
+        servers.no_certs.url,
+        tsa_certificates=[pki.tsa_cert, pki.issuing_cert],
+        trust=[pki.root_cert],
+    ).timestamp(DIGEST)
+
+
+def test_chain_rules(pki: PKIMaterial) -> None:
+    now = dt.datetime.now(dt.UTC)
+
+    def tsa_under(
+        issuer_cert: x509.Certificate,
+        issuer_key: CertificateIssuerPrivateKeyTypes,
+        *chain: x509.Certificate,
+    ) -> SoftKey:
+        key = new_private_key("ec-p256")
+        cert = build_tsa_certificate(
+            key.public_key(),
+            dev_name("Rogue TSA"),
+            issuer_cert=issuer_cert,
+            issuer_key=issuer_key,
+            now=now,
+        )
+        return SoftKey(key, cert, (issuer_cert, *chain))
+
+    # An end-entity (the OCSP responder) is not a CA, even under our root.
+    request, response = _token_from(tsa_under(pki.ocsp_cert, pki.ocsp_key, pki.issuing_cert))
+    check_response(response, request)
+    with pytest.raises(BadReplyError, match=r"OCSP Responder.* is not a CA"):
+        check_response(response, request, trust=[pki.root_cert])
+
+    # The issuing CA has pathLenConstraint 0: no sub-CA under it.
+    sub_key = new_private_key("ec-p256")
+    sub_ca = build_issuing_ca(
+        sub_key.public_key(),
+        dev_name("Sub CA"),
+        issuer_cert=pki.issuing_cert,
+        issuer_key=pki.issuing_key,
+        now=now,
+    )
+    request, response = _token_from(tsa_under(sub_ca, sub_key, pki.issuing_cert))
+    with pytest.raises(BadReplyError, match="exceeds its pathLenConstraint"):
+        check_response(response, request, trust=[pki.root_cert])
+    with pytest.raises(BadReplyError, match="exceeds its pathLenConstraint"):
+        check_response(response, request, trust=[pki.issuing_cert])  # anchors too
+    check_response(response, request, trust=[sub_ca])
+
+    # An intermediate not yet valid at genTime.
+    late_key = new_private_key("ec-p256")
+    late_ca = build_issuing_ca(
+        late_key.public_key(),
+        dev_name("Late CA"),
+        issuer_cert=pki.root_cert,
+        issuer_key=pki.root_key,
+        now=now + dt.timedelta(days=2),
+    )
+    request, response = _token_from(tsa_under(late_ca, late_key), clock=lambda: now)
+    with pytest.raises(BadReplyError, match=r"Late CA.* was not valid at genTime"):
+        check_response(response, request, trust=[pki.root_cert])
+
+
+def test_failover_skips_untrusted_tsa(servers: Servers, pki: PKIMaterial) -> None:
+    foreign_hits, ok_hits = servers.foreign.hits, servers.ok.hits
+    reply = _client(servers.foreign.url, servers.ok.url, trust=[pki.root_cert]).timestamp(DIGEST)
+    assert reply.url == servers.ok.url
+    # A forged answer is not retried.
+    assert (servers.foreign.hits, servers.ok.hits) == (foreign_hits + 1, ok_hits + 1)
+
+    with pytest.raises(TSAError) as err:
+        _client(servers.foreign.url, trust=[pki.root_cert]).timestamp(DIGEST)
+    assert f"{servers.foreign.url}: TSA certificate CN=kyso Dev TSA" in str(err.value)
+    assert "is not trusted" in str(err.value)
+
+
+async def test_async_failover_skips_untrusted_tsa(
+    servers: Servers, pki: PKIMaterial, foreign_pki: PKIMaterial
+) -> None:
+    client = _client(servers.ok.url, servers.foreign.url, trust=[foreign_pki.root_cert])
+    reply = await client.async_timestamp(DIGEST)
+    assert reply.url == servers.foreign.url
+
+
+def test_empty_trust_is_a_configuration_error(pki: PKIMaterial) -> None:
+    with pytest.raises(ValueError, match="trust is empty"):
+        TSAClient(["http://127.0.0.1/tsa"], trust=[])
+    with pytest.raises(ValueError, match="trust is empty"):
+        FailoverTimeStamper(["http://127.0.0.1/tsa"], trust=TrustStore())
+    with pytest.raises(TypeError):
+        der = pki.root_cert.public_bytes(Encoding.DER)
+        TSAClient(["http://127.0.0.1/tsa"], trust=cast("list[x509.Certificate]", [der]))
+
+
+# ---------------------------------------------------------------------------------------------
 # pyhanko
 
 
@@ -310,7 +491,11 @@ def _tiny_pdf() -> BytesIO:
     return out
 
 
-def test_pyhanko_signs_with_failover_timestamper(servers: Servers, pki: PKIMaterial) -> None:
+def _asn1(cert: object) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))  # type: ignore[attr-defined]
+
+
+def _sign(pki: PKIMaterial, timestamper: FailoverTimeStamper) -> BytesIO:
     signer_key = ec.generate_private_key(ec.SECP256R1())
     signer_cert = build_signer_certificate(
         signer_key.public_key(),
@@ -320,16 +505,36 @@ def test_pyhanko_signs_with_failover_timestamper(servers: Servers, pki: PKIMater
         now=dt.datetime.now(dt.UTC),
     )
 
-    def asn1(cert: object) -> asn1_x509.Certificate:
-        return asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))  # type: ignore[attr-defined]
-
     signer = signers.SimpleSigner(
-        signing_cert=asn1(signer_cert),
+        signing_cert=_asn1(signer_cert),
         signing_key=keys.PrivateKeyInfo.load(
             signer_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
         ),
-        cert_registry=SimpleCertificateStore.from_certs([asn1(pki.issuing_cert)]),
+        cert_registry=SimpleCertificateStore.from_certs([_asn1(pki.issuing_cert)]),
     )
+    return signers.sign_pdf(
+        IncrementalPdfFileWriter(_tiny_pdf()),
+        signers.PdfSignatureMetadata(field_name="Signature1", md_algorithm="sha256"),
+        signer=signer,
+        timestamper=timestamper,
+    )
+
+
+def _check_signed(signed: BytesIO, pki: PKIMaterial) -> tsp.TSTInfo:
+    reader = PdfFileReader(signed)
+    (embedded,) = reader.embedded_signatures
+    context = ValidationContext(trust_roots=[_asn1(pki.root_cert)], allow_fetching=False)
+    status = validate_pdf_signature(embedded, signer_validation_context=context)
+    assert status.intact and status.valid
+    ts = status.timestamp_validity
+    assert ts is not None
+    assert ts.intact and ts.valid and ts.trusted, ts
+    assert ts.signing_cert.subject.native["common_name"].startswith("kyso Dev TSA")
+    tst = embedded.signer_info["unsigned_attrs"][0]["values"][0]["content"]
+    return tst["encap_content_info"]["content"].parsed
+
+
+def test_pyhanko_signs_with_failover_timestamper(servers: Servers, pki: PKIMaterial) -> None:
     timestamper = FailoverTimeStamper(
         [servers.down_url, servers.error.url, servers.ok.url],
         timeout=0.3,
@@ -338,22 +543,29 @@ def test_pyhanko_signs_with_failover_timestamper(servers: Servers, pki: PKIMater
         policy_oid=OTHER_POLICY,
     )
     ok_hits = servers.ok.hits
-    signed = signers.sign_pdf(
-        IncrementalPdfFileWriter(_tiny_pdf()),
-        signers.PdfSignatureMetadata(field_name="Signature1", md_algorithm="sha256"),
-        signer=signer,
-        timestamper=timestamper,
-    )
+    signed = _sign(pki, timestamper)
     assert servers.ok.hits > ok_hits
+    assert _check_signed(signed, pki)["policy"].dotted == OTHER_POLICY
 
-    reader = PdfFileReader(signed)
-    (embedded,) = reader.embedded_signatures
-    context = ValidationContext(trust_roots=[asn1(pki.root_cert)], allow_fetching=False)
-    status = validate_pdf_signature(embedded, signer_validation_context=context)
-    assert status.intact and status.valid
-    ts = status.timestamp_validity
-    assert ts is not None
-    assert ts.intact and ts.valid and ts.trusted, ts
-    assert ts.signing_cert.subject.native["common_name"].startswith("kyso Dev TSA")
-    tst = embedded.signer_info["unsigned_attrs"][0]["values"][0]["content"]
-    assert tst["encap_content_info"]["content"].parsed["policy"].dotted == OTHER_POLICY
+
+def test_pyhanko_failover_timestamper_with_trust(
+    servers: Servers, pki: PKIMaterial, foreign_pki: PKIMaterial
+) -> None:
+    """An attacker's token (first URL) is skipped; the trusted TSA's token is embedded."""
+    timestamper = FailoverTimeStamper(
+        [servers.foreign.url, servers.ok.url],
+        timeout=0.3,
+        retries=1,
+        backoff=0.01,
+        trust=TrustStore([pki.root_cert]),
+    )
+    foreign_hits, ok_hits = servers.foreign.hits, servers.ok.hits
+    signed = _sign(pki, timestamper)
+    assert servers.foreign.hits > foreign_hits and servers.ok.hits > ok_hits
+    assert _check_signed(signed, pki)["policy"].dotted == DEV_TSA_POLICY_OID
+
+    only_foreign = FailoverTimeStamper(
+        [servers.ok.url], timeout=0.3, retries=0, trust=[foreign_pki.root_cert]
+    )
+    with pytest.raises(TSAError, match="is not trusted"):
+        _sign(pki, only_foreign)
