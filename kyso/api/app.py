@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Open every key now, in the main thread: a prompt or a wrong passphrase shows at start,
         # not on the first request, and each key is parsed once per process.
+        services.pki.check()  # refuse to serve from tampered files or unfit service certs
         _ = services.tsa, services.ocsp
         yield
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import logging
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,7 +21,10 @@ from kyso.certs.pki import BuiltinPKI, write_atomic
 from kyso.certs.revocation import OCSPResponder
 from kyso.certs.trust import TrustStore, is_ca, load_certificates
 from kyso.certs.tsa import SQLiteSerialSource, TimeStampAuthority, TSAPolicy
+from kyso.errors import KysoError
 from kyso.i18n import t
+
+log = logging.getLogger(__name__)
 
 
 def passphrase_source(settings: Settings, *, confirm: bool = False) -> bytes:
@@ -104,10 +108,25 @@ class Services:
             if name == "dev" and not self.pki.exists():
                 continue  # no built-in PKI here: nothing to trust under that name
             store = store + TrustStore.preset(name, dev_root=self.pki.root_path)
-        extra = self.settings.trust_dir
-        if extra.is_dir() and any(extra.iterdir()):
-            store = store + TrustStore.from_directory(extra)
-        return store
+        return store + self.operator_anchors()
+
+    def operator_anchors(self) -> TrustStore:
+        """Anchors added with ``kyso trust add``: only files named by their certificate's
+        SHA-256 and holding a CA certificate count; anything else dropped in the folder is
+        ignored (and logged), so a stray file cannot become trusted."""
+        folder = self.settings.trust_dir
+        certs: list[x509.Certificate] = []
+        for path in sorted(folder.glob("*.pem")) if folder.is_dir() else ():
+            try:
+                [cert] = load_certificates(path)
+            except (KysoError, ValueError):
+                log.warning("ignoring unreadable trust file %s", path)
+                continue
+            if path.stem != cert.fingerprint(hashes.SHA256()).hex() or not is_ca(cert):
+                log.warning("ignoring %s: not a CA certificate added by 'kyso trust add'", path)
+                continue
+            certs.append(cert)
+        return TrustStore.from_certificates(certs)
 
     def add_trust_anchors(self, path: Path) -> list[x509.Certificate]:
         """Copy the CA certificates in ``path`` into the operator's trust folder."""

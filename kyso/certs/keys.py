@@ -554,6 +554,29 @@ class FileKeyStore:
             self._handles[label] = handle
         return handle
 
+    def replace_key(
+        self,
+        label: str,
+        private_key: PrivateKeyTypes,
+        certificate: x509.Certificate,
+        chain: Sequence[x509.Certificate] = (),
+        *,
+        retire_as: str,
+    ) -> KeyHandle:
+        """Put a new key under ``label`` (re-keying); the old file is kept, still encrypted, as
+        ``<label>.p12.<retire_as>.retired`` (no longer a key of this store)."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", retire_as):
+            raise KeyStoreError(detail=f"bad retirement suffix {retire_as!r}")
+        handle = FileKeyHandle(validate_label(label), private_key, certificate, chain)
+        with self._lock:
+            old = self.path(label)
+            if not old.is_file():
+                raise KeyNotFoundError(label=label)
+            os.replace(old, old.with_name(f"{old.name}.{retire_as}.retired"))
+            self._write(handle, overwrite=False)
+            self._handles[label] = handle
+        return handle
+
     def load(self, label: str) -> KeyHandle:
         """The handle of ``label`` (the file is parsed once per store)."""
         return self._load(label)

@@ -15,9 +15,11 @@ keys under their own labels, in a file store or on a PKCS#11 token.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Literal, Protocol, cast
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
@@ -117,7 +120,7 @@ def parse_serial(text: str) -> int:
             s = s[2:]
         return int(s, 16)
     except ValueError:
-        raise PKIError(detail=f"not a serial number: {text!r}") from None
+        raise PKIError("certs.pki.bad_serial", text=text) from None
 
 
 _SCHEMA = (
@@ -143,7 +146,7 @@ class PKIEvent:
     """One entry of the PKI's audit trail (hash-chained: each entry seals the one before)."""
 
     seq: int
-    at: dt.datetime
+    at: str  # ISO 8601, as sealed: kept as text so a tampered value cannot break reading
     actor: str
     action: str
     serial: str | None
@@ -267,9 +270,9 @@ class PKIState:
         with self._tx() as db:
             key = format(serial, "X")
             if db.execute("SELECT 1 FROM certificates WHERE serial=?", (key,)).fetchone() is None:
-                raise PKIError(detail=f"no certificate with serial {key} was issued here")
+                raise PKIError("certs.pki.no_such_serial", serial=key)
             if db.execute("SELECT 1 FROM revocations WHERE serial=?", (key,)).fetchone():
-                raise PKIError(detail=f"certificate {key} is already revoked")
+                raise PKIError("certs.pki.already_revoked", serial=key)
             db.execute(
                 "INSERT INTO revocations VALUES (?,?,?)", (key, at.isoformat(), reason.value)
             )
@@ -301,7 +304,7 @@ class PKIState:
         return [
             PKIEvent(
                 seq=r[0],
-                at=dt.datetime.fromisoformat(r[1]),
+                at=r[1],
                 actor=r[2],
                 action=r[3],
                 serial=r[4],
@@ -347,12 +350,38 @@ class PKIState:
             for s, at, reason in rows
         ]
 
+    def crl_snapshot(self, issuer: str) -> tuple[list[RevokedEntry], int]:
+        """The revocations of ``issuer`` and the next CRL number, read in one transaction."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT r.serial, r.revoked_at, r.reason FROM revocations r"
+                " JOIN certificates c ON c.serial = r.serial WHERE c.issuer = ?",
+                (issuer,),
+            ).fetchall()
+            name = f"crl:{issuer}"
+            row = db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+            number = (row[0] if row else 0) + 1
+            db.execute("INSERT OR REPLACE INTO counters VALUES (?,?)", (name, number))
+        entries = [
+            RevokedEntry(
+                serial=int(serial, 16),
+                revoked_at=dt.datetime.fromisoformat(at),
+                reason=x509.ReasonFlags(reason),
+            )
+            for serial, at, reason in rows
+        ]
+        return entries, int(number)
+
     def next_counter(self, name: str) -> int:
         with self._tx() as db:
             row = db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
             value = (row[0] if row else 0) + 1
             db.execute("INSERT OR REPLACE INTO counters VALUES (?,?)", (name, value))
             return int(value)
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -409,10 +438,33 @@ class BuiltinPKI:
     ) -> None:
         """Create the PKI. Refuses to touch an existing one."""
         if self.exists():
-            raise PKIError(detail=f"a PKI already exists in {self.directory}")
+            raise PKIError("certs.pki.exists", path=str(self.directory))
         for label in INFRA_LABELS:
             if self.keys.has(label):
-                raise PKIError(detail=f"key store already holds {label!r}; use another data dir")
+                raise PKIError("certs.pki.infra_key_exists", label=label)
+        existed = self.directory.exists()
+        try:
+            self._create(
+                public_url=public_url,
+                ca_key_type=ca_key_type,
+                service_key_type=service_key_type,
+                actor=actor,
+            )
+        except BaseException:
+            # Leave nothing half-made behind, so that init can simply be run again.
+            self._state = None
+            self._certs.clear()
+            for label in INFRA_LABELS:
+                self.keys.path(label).unlink(missing_ok=True)
+            if not existed:
+                shutil.rmtree(self.directory, ignore_errors=True)
+            else:
+                (self.directory / "config.json").unlink(missing_ok=True)
+            raise
+
+    def _create(
+        self, *, public_url: str, ca_key_type: str, service_key_type: str, actor: str
+    ) -> None:
         material = builders.build_dev_pki(
             now=self.clock(),
             public_url=public_url,
@@ -463,7 +515,7 @@ class BuiltinPKI:
     # -- reading ----------------------------------------------------------------------------
     def _require(self) -> None:
         if not self.exists():
-            raise PKIError(detail=f"no PKI in {self.directory}; run 'kyso pki init' first")
+            raise PKIError("certs.pki.missing", path=str(self.directory))
 
     @property
     def state(self) -> PKIState:
@@ -552,11 +604,11 @@ class BuiltinPKI:
         """Create a key (in the file store, or on ``token``) and certify it for signing."""
         self._require()
         if kind not in ("person", "org"):
-            raise PKIError(detail=f"unknown certificate kind {kind!r}")
+            raise PKIError("certs.pki.bad_kind", kind=kind)
         if key_type not in ("rsa-2048", "rsa-3072", "ec-p256"):
-            raise PKIError(detail="signer keys are rsa-2048, rsa-3072 or ec-p256")
+            raise PKIError("certs.pki.bad_key_type", key_type=key_type)
         if label in INFRA_LABELS:
-            raise PKIError(detail=f"label {label!r} is reserved for the PKI itself")
+            raise PKIError("certs.pki.reserved_label", label=label)
         store_has = token.has(label) if token is not None else self.keys.has(label)
         if store_has:
             from kyso.certs.errors import KeyExistsError
@@ -596,6 +648,95 @@ class BuiltinPKI:
         )
         return IssuedCertificate(label=label, key_uri=key_uri, certificate=cert, chain=chain)
 
+    # -- integrity and renewal ----------------------------------------------------------------
+    _FILES = (
+        ("root-ca.pem", ROOT_LABEL),
+        ("issuing-ca.pem", ISSUING_LABEL),
+        ("tsa.pem", TSA_LABEL),
+        ("ocsp.pem", OCSP_LABEL),
+    )
+
+    def check(self) -> None:
+        """Refuse to serve from a PKI whose files were tampered with or whose services are unfit.
+
+        The PEM files are what relying parties download and what the ``dev`` trust preset
+        trusts, but only the key store (encrypted with the passphrase) is authenticated: each
+        PEM must equal the certificate stored with its key, each certificate must be signed by
+        its issuer, and the TSA and OCSP certificates must be valid now and not revoked."""
+        self._require()
+        self._certs.clear()
+        for name, label in self._FILES:
+            if self._cert(name) != self.keys.load(label).certificate:
+                raise PKIError("certs.pki.tampered", name=name, label=label)
+        root, issuing = self.root_cert, self.issuing_cert
+        for name, cert, issuer in (
+            ("root-ca.pem", root, root),
+            ("issuing-ca.pem", issuing, root),
+            ("tsa.pem", self.tsa_cert, issuing),
+            ("ocsp.pem", self.ocsp_cert, issuing),
+        ):
+            try:
+                cert.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, InvalidSignature):
+                raise PKIError("certs.pki.bad_chain", name=name, issuer="root-ca.pem") from None
+        now = self.clock()
+        for service, cert in (("tsa", self.tsa_cert), ("ocsp", self.ocsp_cert)):
+            if self.status(cert.serial_number).kind == "revoked":
+                raise PKIError("certs.pki.service_revoked", name=service)
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                raise PKIError(
+                    "certs.pki.service_expired",
+                    name=service,
+                    not_after=cert.not_valid_after_utc.isoformat(),
+                )
+
+    def renew_service(
+        self,
+        service: Literal["tsa", "ocsp"],
+        *,
+        public_url: str | None = None,
+        actor: str = "system",
+    ) -> x509.Certificate:
+        """A new key and certificate for the TSA or the OCSP responder (the old key file is
+        retired, not deleted). Running servers pick it up when restarted."""
+        self._require()
+        if service not in ("tsa", "ocsp"):
+            raise PKIError("certs.pki.bad_service", name=service)
+        label, name = (TSA_LABEL, "tsa.pem") if service == "tsa" else (OCSP_LABEL, "ocsp.pem")
+        old = self._cert(name)
+        issuing_cert = self.issuing_cert
+        key = builders.new_private_key(self.config.get("service_key_type", "ec-p256"))
+        subject, now = old.subject, self.clock()
+        issuer_key = self._ca_key("issuing")
+        if service == "tsa":
+            cert = builders.build_tsa_certificate(
+                key.public_key(),
+                subject,
+                issuer_cert=issuing_cert,
+                issuer_key=issuer_key,
+                now=now,
+                urls=builders.ServiceURLs.for_public_url(
+                    public_url or self.config["public_url"], "issuing"
+                ),
+            )
+        else:
+            cert = builders.build_ocsp_certificate(
+                key.public_key(), subject, issuer_cert=issuing_cert, issuer_key=issuer_key, now=now
+            )
+        chain = (issuing_cert, self.root_cert)
+        self.keys.replace_key(label, key, cert, chain, retire_as=format(old.serial_number, "X"))
+        write_atomic(self.directory / name, _pem(cert))
+        self._certs.pop(name, None)
+        self.state.add(
+            cert=cert,
+            label=label,
+            kind=service,
+            issuer="issuing",
+            key_uri=f"file:{label}",
+            actor=actor,
+        )
+        return cert
+
     # -- revocation -------------------------------------------------------------------------
     def revoke(
         self,
@@ -609,11 +750,9 @@ class BuiltinPKI:
         self._require()
         record = self.state.get(serial)
         if record is None:
-            raise PKIError(
-                detail=f"no certificate with serial {format(serial, 'X')} was issued here"
-            )
+            raise PKIError("certs.pki.no_such_serial", serial=format(serial, "X"))
         if record.kind == "root-ca":
-            raise PKIError(detail="the root CA cannot be revoked; create a new PKI instead")
+            raise PKIError("certs.pki.root_not_revocable")
         self.state.revoke(serial, at=at or self.clock(), reason=reason, actor=actor)
         self._refresh_crl(record.issuer, force=True)  # type: ignore[arg-type]
         revoked = self.state.get(serial)
@@ -624,25 +763,35 @@ class BuiltinPKI:
         return self.directory / "crl" / f"{issuer}.crl"
 
     def _refresh_crl(self, issuer: Issuer, *, force: bool = False) -> bytes:
+        """Re-sign the CRL of ``issuer`` if forced or past half its validity.
+
+        Safe between processes (a server and a ``kyso pki revoke`` at once): the revocations
+        and the CRL number are read in one transaction, so a higher number always means a
+        snapshot at least as recent, and the file is replaced under a lock only by a CRL with
+        a higher number than the one on disk."""
         path = self.crl_path(issuer)
-        with self._crl_lock:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._crl_lock, (path.parent / f".{issuer}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             now = self.clock()
-            if not force and path.is_file():
-                current = x509.load_der_x509_crl(path.read_bytes())
+            current = x509.load_der_x509_crl(path.read_bytes()) if path.is_file() else None
+            if not force and current is not None:
                 next_update = current.next_update_utc
                 if next_update is not None and now < next_update - CRL_VALIDITY / 2:
                     return path.read_bytes()
+            revoked, number = self.state.crl_snapshot(issuer)
+            if current is not None and _crl_number(current) >= number:
+                return path.read_bytes()  # a newer CRL was written meanwhile
             crl = build_crl(
                 issuer_cert=self.ca_cert(issuer),
                 issuer_key=self._ca_key(issuer),
-                revoked=self.state.revoked(issuer),
-                crl_number=self.state.next_counter(f"crl:{issuer}"),
+                revoked=revoked,
+                crl_number=number,
                 this_update=now,
                 next_update=now + CRL_VALIDITY,
             )
             der = crl.public_bytes(Encoding.DER)
             write_atomic(path, der)
-            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
             self.state.record_event(
                 actor="system", action="crl", detail=f"{issuer} CRL number {number} signed"
             )

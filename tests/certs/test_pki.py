@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kyso.api.services import Services
-from kyso.certs import identity
+from kyso.certs import builders, identity
 from kyso.certs.errors import KeyExistsError, PKIError
 from kyso.certs.pki import INFRA_LABELS, BuiltinPKI, parse_serial
 from tests.conftest import require_tool, run
@@ -199,7 +201,7 @@ def test_revocation_updates_state_crl_and_ocsp(fresh_services: Services, tmp_pat
     assert proc.returncode != 0 and "certificate revoked" in proc.stdout + proc.stderr
 
 
-def test_state_survives_a_new_process_view(fresh_services: Services) -> None:
+def test_state_is_shared_by_a_second_view_of_the_directory(fresh_services: Services) -> None:
     issued = _issue_person(fresh_services, "persisted")
     again = BuiltinPKI(fresh_services.settings.pki_dir, fresh_services.file_keys)
     labels = [r.label for r in again.records()]
@@ -253,3 +255,99 @@ def test_every_state_change_lands_in_a_hash_chained_trail(fresh_services: Servic
         db.execute("UPDATE events SET actor='cli:van-thu' WHERE seq=?", (issued.seq,))
         db.execute("DELETE FROM events WHERE seq=2")
     assert pki.state.verify_events() == 3
+
+
+def test_check_refuses_tampered_files_and_unfit_services(fresh_services: Services) -> None:
+    pki = fresh_services.pki
+    pki.check()  # a fresh PKI is fit
+    # someone with write access to pki/ but without the passphrase swaps the root file
+    other = builders.build_dev_pki(now=dt.datetime.now(dt.UTC))
+    original = pki.root_path.read_bytes()
+    pki.root_path.write_bytes(other.root_cert.public_bytes(Encoding.PEM))
+    with pytest.raises(PKIError, match=r"root-ca\.pem"):
+        BuiltinPKI(pki.directory, fresh_services.file_keys).check()
+    pki.root_path.write_bytes(original)
+    pki.check()
+    # a revoked OCSP certificate must not keep signing responses
+    pki.revoke(pki.ocsp_cert.serial_number, reason=x509.ReasonFlags.key_compromise)
+    with pytest.raises(PKIError, match="ocsp"):
+        pki.check()
+    # ... until it is renewed: new key, new certificate, old key file retired
+    old_serial = pki.ocsp_cert.serial_number
+    new = pki.renew_service("ocsp", actor="cli:admin")
+    assert new.serial_number != old_serial
+    assert pki.ocsp_cert == new
+    assert fresh_services.file_keys.load("kyso-ocsp").certificate == new
+    assert new.public_key() != other.ocsp_cert.public_key()
+    retired = list((fresh_services.settings.keys_dir).glob("kyso-ocsp.p12.*.retired"))
+    assert len(retired) == 1 and format(old_serial, "X") in retired[0].name
+    pki.check()
+    assert any(
+        e.action == "issue" and e.serial == format(new.serial_number, "X")
+        for e in pki.state.events()
+    )
+    # the new responder signs, and says the old responder certificate is revoked
+    responder = pki.ocsp_responder()
+    request = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(
+            x509.load_pem_x509_certificate(pki.state.get(old_serial).pem.encode()),
+            pki.issuing_cert,
+            hashes.SHA1(),
+        )
+        .build()
+    )
+    response = ocsp.load_der_ocsp_response(responder.respond(request.public_bytes(Encoding.DER)))
+    assert response.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert response.certificates == [new]
+
+
+def test_renewed_tsa_key_signs_tokens(fresh_services: Services) -> None:
+    from kyso.certs.tsa import MemorySerialSource, TimeStampAuthority, TSAPolicy
+
+    old = fresh_services.pki.tsa_cert
+    new = fresh_services.pki.renew_service("tsa")
+    assert new.public_key() != old.public_key()
+    ext = new.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert ext.critical and list(ext.value) == [ExtendedKeyUsageOID.TIME_STAMPING]
+    tsa = TimeStampAuthority(
+        key=fresh_services.pki.tsa_key(), policy=TSAPolicy(), serials=MemorySerialSource()
+    )
+    assert tsa.respond(b"garbage")  # builds (the key and certificate match)
+    with pytest.raises(PKIError):
+        fresh_services.pki.renew_service("root")  # type: ignore[arg-type]
+
+
+def test_a_failed_init_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import make_settings
+
+    services = Services(make_settings(tmp_path / "data"))
+
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("kyso.certs.pki.write_atomic", broken)
+    with pytest.raises(OSError):
+        services.ensure_pki()
+    assert not services.pki.exists()
+    assert not list(services.settings.keys_dir.glob("*.p12"))
+    monkeypatch.undo()
+    retry = Services(make_settings(tmp_path / "data"))
+    assert retry.ensure_pki() is True  # init can simply be run again
+    retry.pki.check()
+
+
+def test_a_stale_crl_never_replaces_a_newer_one(fresh_services: Services) -> None:
+    """A server refreshing the CRL while 'kyso pki revoke' runs in another process must not
+    publish a CRL that lacks the new revocation."""
+    pki = fresh_services.pki
+    victim = _issue_person(fresh_services, "crl-race").certificate
+    server_view = BuiltinPKI(pki.directory, fresh_services.file_keys)
+    stale = server_view.state.crl_snapshot("issuing")  # the server read the state first ...
+    pki.revoke(victim.serial_number, reason=x509.ReasonFlags.key_compromise)  # ... then revoke
+    server_view.state.crl_snapshot = lambda issuer: stale  # type: ignore[method-assign]
+    server_view._refresh_crl("issuing", force=True)  # ... then the server writes its CRL
+    published = x509.load_der_x509_crl(pki.crl_path("issuing").read_bytes())
+    assert published.get_revoked_certificate_by_serial_number(victim.serial_number) is not None
