@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -14,6 +15,7 @@ from typing import Annotated, Literal, NoReturn
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +23,7 @@ from kyso.api.cli_inspect import cert_app, trust_app
 from kyso.api.services import Services
 from kyso.api.settings import Settings, get_settings
 from kyso.certs import identity
+from kyso.certs.errors import PKIError
 from kyso.certs.keys import slug_label
 from kyso.certs.pki import parse_serial
 from kyso.certs.revocation import REASONS, parse_reason
@@ -28,7 +31,10 @@ from kyso.errors import KysoError
 from kyso.i18n import set_locale, t
 
 app = typer.Typer(
-    name="kyso", help="Ký số: signing, timestamping and trust services.", no_args_is_help=True
+    pretty_exceptions_enable=False,
+    name="kyso",
+    help="Ký số: signing, timestamping and trust services.",
+    no_args_is_help=True,
 )
 pki_app = typer.Typer(help="The built-in PKI (development/demo).", no_args_is_help=True)
 issue_app = typer.Typer(help="Issue a signing certificate.", no_args_is_help=True)
@@ -138,6 +144,7 @@ def _issue(
             label=label,
             key_type=key_type.value,
             days=days,
+            public_url=services.settings.public_url,
             token=token,
             actor=_actor(),
         )
@@ -260,6 +267,32 @@ def pki_list(
     out.print(table)
 
 
+@pki_app.command("renew")
+def pki_renew(
+    service: Annotated[str, typer.Argument(help="tsa or ocsp")],
+) -> None:
+    """New key and certificate for the TSA or the OCSP responder (restart kyso serve after)."""
+    services = _services()
+    try:
+        if service not in ("tsa", "ocsp"):
+            raise PKIError("certs.pki.bad_service", name=service)
+        cert = services.pki.renew_service(
+            service,  # type: ignore[arg-type]
+            public_url=services.settings.public_url,
+            actor=_actor(),
+        )
+    except KysoError as exc:
+        _fail(exc)
+    out.print(
+        t(
+            "cli.renew.done",
+            service=service,
+            serial=format(cert.serial_number, "X"),
+            not_after=f"{cert.not_valid_after_utc:%Y-%m-%d}",
+        )
+    )
+
+
 @pki_app.command("events")
 def pki_events(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
@@ -268,15 +301,15 @@ def pki_events(
     services = _services()
     try:
         services.pki.records()  # a clear error when there is no PKI
+        broken = services.pki.state.verify_events()  # before parsing anything it holds
         events = services.pki.state.events()
-        broken = services.pki.state.verify_events()
     except KysoError as exc:
         _fail(exc)
     if as_json:
         rows = [
             {
                 "seq": e.seq,
-                "at": e.at.isoformat(),
+                "at": e.at,
                 "actor": e.actor,
                 "action": e.action,
                 "serial": e.serial,
@@ -288,7 +321,8 @@ def pki_events(
         print(json.dumps({"events": rows, "intact": broken is None}, ensure_ascii=False, indent=2))
     else:
         for e in events:
-            out.print(f"{e.seq:>5} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:16} {e.action:8} {e.detail}")
+            when = e.at[:19].replace("T", " ")
+            out.print(f"{e.seq:>5} {when} {e.actor:16} {e.action:8} {e.detail}")
         if broken is None:
             out.print(t("cli.events.intact", count=len(events)))
     if broken is not None:
@@ -417,12 +451,29 @@ def serve(
 
 
 def main() -> None:
-    """Console-script entry point: user errors become messages, never tracebacks."""
+    """Console-script entry point: user errors become messages, never tracebacks.
+
+    Set KYSO_DEBUG=1 to see the traceback of an unexpected error."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except KysoError as exc:
-        err.print(f"{t('cli.error')} {exc.message()}", highlight=False)
+        err.print(f"{t('cli.error')} {exc.message()}")
+        sys.exit(1)
+    except ValidationError as exc:  # a bad KYSO_* setting
+        problems = "; ".join(
+            f"KYSO_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        err.print(f"{t('cli.error')} {t('cli.bad_settings', problems=problems)}")
+        sys.exit(2)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        err.print(f"{t('cli.error')} {t('cli.os_error', path=exc.filename or '', reason=reason)}")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("KYSO_DEBUG"):
+            raise
+        err.print(f"{t('cli.error')} {t('cli.unexpected', kind=type(exc).__name__, reason=exc)}")
+        sys.exit(1)

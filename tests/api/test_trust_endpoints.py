@@ -248,41 +248,55 @@ def test_crls_and_ca_certificates_download_and_verify(
 
 
 async def test_revocation_is_fetched_by_pyhanko_certvalidator(live_server: LiveServer) -> None:
-    """A relying party that follows the certificate's AIA reaches our OCSP responder."""
+    """A relying party that follows the certificate's AIA and CRL DP reaches our responders:
+    the same certificate validates, then fails as revoked once it is revoked."""
     from asn1crypto import x509 as asn1_x509
     from pyhanko_certvalidator import CertificateValidator, ValidationContext
     from pyhanko_certvalidator.errors import RevokedError
+    from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
 
     def conv(c: x509.Certificate) -> asn1_x509.Certificate:
         return asn1_x509.Certificate.load(c.public_bytes(Encoding.DER))
 
     pki = live_server.services.pki
     leaf = _person(live_server, "certvalidator")
-    ctx = ValidationContext(
-        trust_roots=[conv(pki.root_cert)],
-        other_certs=[conv(pki.issuing_cert)],
-        allow_fetching=True,
-        revocation_mode="require",
-    )
-    validator = CertificateValidator(conv(leaf), validation_context=ctx)
-    await validator.async_validate_usage({"digital_signature", "non_repudiation"})
-    live_server.services.pki.revoke(leaf.serial_number, reason=x509.ReasonFlags.superseded)
-    ctx2 = ValidationContext(
-        trust_roots=[conv(pki.root_cert)],
-        other_certs=[conv(pki.issuing_cert)],
-        allow_fetching=True,
-        revocation_mode="require",
-    )
+
+    async def validate() -> None:
+        backend = AIOHttpFetcherBackend()
+        try:
+            ctx = ValidationContext(
+                trust_roots=[conv(pki.root_cert)],
+                other_certs=[conv(pki.issuing_cert)],
+                allow_fetching=True,
+                revocation_mode="require",
+                fetcher_backend=backend,
+            )
+            await CertificateValidator(conv(leaf), validation_context=ctx).async_validate_usage(
+                {"digital_signature", "non_repudiation"}
+            )
+        finally:
+            await backend.close()
+
+    await validate()
+    pki.revoke(leaf.serial_number, reason=x509.ReasonFlags.superseded)
     with pytest.raises(RevokedError):
-        await CertificateValidator(conv(leaf), validation_context=ctx2).async_validate_usage(
-            {"digital_signature"}
-        )
+        await validate()
 
 
 def test_server_log_reveals_no_secret(live_server: LiveServer) -> None:
+    """Even after hostile and failing requests, the log holds no passphrase and no key."""
     from tests.conftest import PASSPHRASE
 
-    httpx.get(f"{live_server.url}/healthz")
+    for path, ctype in (
+        ("/tsa", "application/timestamp-query"),
+        ("/ocsp", "application/ocsp-request"),
+    ):
+        for body in (b"\x30\x82\xff\xff", b"\x00" * 50, b"\x30\x03\x02\x01\x05"):
+            httpx.post(live_server.url + path, content=body, headers={"Content-Type": ctype})
+        httpx.post(live_server.url + path, content=b"x", headers={"Content-Type": "text/plain"})
+    httpx.get(f"{live_server.url}/ocsp/%%%")
+    httpx.get(f"{live_server.url}/ca/../../keys/kyso-tsa.p12")
     log = live_server.log.read_bytes()
     assert PASSPHRASE.encode() not in log
     assert b"PRIVATE KEY" not in log
+    assert b"Traceback" not in log  # bad input is never an unhandled error
