@@ -10,12 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kyso.certs.errors import (
-    CertsError,
-    KeyNotFoundError,
-    PKIError,
-    TSAError,
-)
+from kyso.certs.errors import CertsError, KeyStoreError, PKIError, TSAError
 from kyso.errors import KysoError
 from kyso.i18n import current_locale, t
 
@@ -46,9 +41,11 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
 
+# The endpoints of this issue take no key, certificate or PKI name from the client: a key
+# store or PKI failure while serving them is the server's fault (503), not the caller's.
 _STATUS_OF: list[tuple[type[KysoError], int, str]] = [
-    (KeyNotFoundError, 404, "key-not-found"),
-    (PKIError, 409, "pki"),
+    (KeyStoreError, 503, "key-store"),
+    (PKIError, 503, "pki"),
     (TSAError, 503, "tsa"),
     (CertsError, 400, "certs"),
 ]
