@@ -419,10 +419,17 @@ def serve(
 
     services = _services(confirm=True)
     settings = services.settings
+    if workers > 1 and settings.key_passphrase is None:
+        # Worker processes start without a terminal and must not get the secret through
+        # their environment from here: the operator provides it to all of them.
+        err.print(f"{t('cli.error')} {t('cli.serve.workers_need_passphrase')}")
+        raise typer.Exit(2)
     try:
-        if services.ensure_pki():
+        if services.ensure_pki(actor=_actor()):
             out.print(t("cli.pki.created", path=str(settings.pki_dir)))
-        # Unlock the keys before serving, so a wrong passphrase fails here and not per request.
+        # Unlock the keys and check the PKI before serving, so a wrong passphrase or a
+        # tampered file fails here and not per request.
+        services.pki.check()
         _ = services.tsa, services.ocsp
     except KysoError as exc:
         _fail(exc)

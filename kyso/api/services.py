@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from kyso.api.settings import Settings
 from kyso.certs.errors import KeyStoreError, TrustStoreError
-from kyso.certs.keys import FileKeyStore, KeyRegistry, PKCS11KeyStore
+from kyso.certs.keys import FileKeyHandle, FileKeyStore, KeyRegistry, PKCS11KeyStore
 from kyso.certs.pki import BuiltinPKI, write_atomic
 from kyso.certs.revocation import OCSPResponder
 from kyso.certs.trust import TrustStore, is_ca, load_certificates
@@ -162,6 +162,11 @@ class Services:
             policy=self.tsa_policy,
             serials=SQLiteSerialSource(self.settings.tsa_serials_path),
         )
+
+    @cached_property
+    def tsa_key_in_memory(self) -> bool:
+        """Whether the TSA signs with a key held in this process (not on a token)."""
+        return isinstance(self.pki.tsa_key(), FileKeyHandle)
 
     @cached_property
     def ocsp(self) -> OCSPResponder:

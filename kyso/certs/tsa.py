@@ -196,6 +196,13 @@ class SQLiteSerialSource:
             self._next += 1
             return serial
 
+    def in_hand(self) -> bool:
+        """Whether the next serial comes from memory (no database round trip).
+
+        A hint for callers that want to keep file I/O off an event loop: it is read without
+        the lock, so a concurrent caller may take the last serial in between."""
+        return self._next < self._end and self._pid == os.getpid()
+
     def close(self) -> None:
         """Close the database connection (unused serials of the block are abandoned)."""
         with self._lock:
@@ -482,6 +489,12 @@ class TimeStampAuthority:
             # Log the type and message only: never the request, the key or key material.
             logger.error("TSA internal failure: %s: %s", type(e).__name__, e)
             return self.rejection(FailureInfo.SYSTEM_FAILURE, "internal TSA failure")
+
+    def serial_in_hand(self) -> bool:
+        """Whether the next token's serial needs no I/O (see :meth:`SQLiteSerialSource.in_hand`);
+        False when the serial source cannot tell."""
+        in_hand = getattr(self._serials, "in_hand", None)
+        return bool(in_hand()) if callable(in_hand) else False
 
     @staticmethod
     def rejection(failure: FailureInfo, text: str) -> bytes:

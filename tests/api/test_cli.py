@@ -281,3 +281,19 @@ def test_trust_presets_and_operator_anchors(data_dir: Path) -> None:
     }
     proc = kyso(data_dir, "trust", "list", "--preset", "nope")
     assert proc.returncode == 1 and "nope" in proc.stderr
+
+
+def test_serve_with_workers_needs_the_passphrase_in_the_environment(data_dir: Path) -> None:
+    # the passphrase variable unset, and no terminal
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KYSO_")}
+    full_env.update(KYSO_DATA_DIR=str(data_dir), KYSO_LOCALE="en")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kyso", "serve", "--workers", "2", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "KYSO_KEY_PASSPHRASE" in proc.stderr and "Traceback" not in proc.stderr

@@ -47,6 +47,10 @@ def test_healthz(live_server: LiveServer) -> None:
     body = httpx.get(f"{live_server.url}/healthz").json()
     assert body["status"] == "ok" and body["pki"] is True
     assert body["tsa"]["clock_synchronised"] is True
+    pki = live_server.services.pki
+    assert body["tsa"]["certificate"]["serial"] == format(pki.tsa_cert.serial_number, "X")
+    assert body["ocsp"]["certificate"]["days_left"] >= 364
+    assert body["ca"]["root"]["days_left"] > body["ca"]["issuing"]["days_left"] > 1000
 
 
 @pytest.mark.parametrize("digest", ["sha256", "sha384", "sha512"])

@@ -575,6 +575,17 @@ def test_sqlite_serials_survive_restart(tmp_path: Path) -> None:
     assert min(c) > max(a)
 
 
+def test_sqlite_serial_in_hand_tells_when_io_is_needed(tmp_path: Path) -> None:
+    source = SQLiteSerialSource(tmp_path / "serials.sqlite3", block_size=3)
+    assert not source.in_hand()  # nothing reserved yet: the next serial needs the database
+    assert source.next_serial() == 1
+    assert source.in_hand()
+    source.next_serial()
+    source.next_serial()
+    assert not source.in_hand()  # block used up
+    source.close()
+
+
 def test_sqlite_serials_threads(tmp_path: Path) -> None:
     source = SQLiteSerialSource(tmp_path / "serials.db", block_size=7)
     results: list[list[int]] = [[] for _ in range(8)]

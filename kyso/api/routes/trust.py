@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -16,7 +17,8 @@ from kyso.i18n import t
 router = APIRouter(tags=["trust services"])
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain-def dependency in the thread pool (a hop per call)
     services: Services = request.app.state.services
     return services
 
@@ -60,7 +62,14 @@ async def timestamp(request: Request, services: ServicesDep) -> Response:
     Rejections (unknown hash, unaccepted policy, malformed request, clock not synchronised)
     are TimeStampResp with PKIStatus rejection and a failInfo, as RFC 3161 §2.4.2 wants."""
     body = await _read_body(request, services.settings.tsa_max_request_bytes, TSQ)
-    reply = await run_in_threadpool(services.tsa.respond, body)
+    # The TSA's hot path (bench/tsa.py, BENCHMARKS.md). With a key in memory and a serial in
+    # hand, respond() is pure CPU holding the GIL (~0.2 ms with EC P-256, ~0.7 ms with
+    # RSA-2048): a worker thread would add a hand-off and no parallelism, so it runs here.
+    # A token/HSM key, or a serial-block reservation in SQLite, waits on I/O: thread pool.
+    if services.tsa_key_in_memory and services.tsa.serial_in_hand():
+        reply = services.tsa.respond(body)
+    else:
+        reply = await run_in_threadpool(services.tsa.respond, body)
     return Response(reply, media_type=TSR)
 
 
@@ -86,7 +95,9 @@ async def ocsp_post(request: Request, services: ServicesDep) -> Response:
 async def ocsp_get(encoded: str, services: ServicesDep) -> Response:
     """GET /ocsp/{url-encoded base64 of the DER OCSPRequest}."""
     if len(encoded) > services.settings.ocsp_max_request_bytes:
-        raise Problem(413, "too-large", t("trust.too_large", limit=len(encoded)))
+        raise Problem(
+            413, "too-large", t("trust.too_large", limit=services.settings.ocsp_max_request_bytes)
+        )
     reply = await run_in_threadpool(services.ocsp.respond_get, encoded)
     return Response(reply, media_type=OCSP_RESP, headers={"Cache-Control": "max-age=60"})
 
@@ -135,13 +146,26 @@ async def ca_chain(services: ServicesDep) -> Response:
 
 @router.get("/healthz", summary="Liveness and readiness")
 async def healthz(services: ServicesDep) -> dict[str, object]:
+    """Whether the trust services can answer, and when their certificates run out."""
     pki = services.pki
+    now = pki.clock()
+
+    def certificate(cert: x509.Certificate) -> dict[str, object]:
+        not_after = cert.not_valid_after_utc
+        return {
+            "serial": format(cert.serial_number, "X"),
+            "not_after": not_after.isoformat(),
+            "days_left": (not_after - now).days,
+        }
+
     return {
         "status": "ok",
         "pki": pki.exists(),
         "tsa": {
             "policy": services.tsa_policy.policy_oid,
             "clock_synchronised": services.tsa_policy.clock_synchronised,
-            "certificate_not_after": pki.tsa_cert.not_valid_after_utc.isoformat(),
+            "certificate": certificate(pki.tsa_cert),
         },
+        "ocsp": {"certificate": certificate(pki.ocsp_cert)},
+        "ca": {"issuing": certificate(pki.issuing_cert), "root": certificate(pki.root_cert)},
     }
