@@ -304,3 +304,91 @@ def test_server_log_reveals_no_secret(live_server: LiveServer) -> None:
     assert PASSPHRASE.encode() not in log
     assert b"PRIVATE KEY" not in log
     assert b"Traceback" not in log  # bad input is never an unhandled error
+
+
+def _tiny_pdf() -> bytes:
+    from io import BytesIO
+
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
+
+    writer = PdfFileWriter()
+    content = writer.add_object(generic.StreamObject(stream_data=b"0 0 m 100 100 l S"))
+    writer.insert_page(PageObject(contents=content, media_box=[0, 0, 200, 200]))
+    out = BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+async def test_pyhanko_and_pdfsig_accept_our_tsa_ocsp_and_crl(
+    live_server: LiveServer, chain_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A signer key of the built-in PKI, a timestamp from /tsa: pyhanko validates signature,
+    timestamp and revocation (fetched from /ocsp and /crl), and poppler's pdfsig (NSS) says
+    the signature is valid and the certificate trusted."""
+    from io import BytesIO
+
+    from asn1crypto import x509 as asn1_x509
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign import signers
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+    from pyhanko.sign.validation import async_validate_pdf_signature
+    from pyhanko_certvalidator import ValidationContext
+    from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
+
+    pki = live_server.services.pki
+    _person(live_server, "pdf-signer")
+    handle = live_server.services.keys.resolve("pdf-signer")
+    out = await signers.async_sign_pdf(
+        IncrementalPdfFileWriter(BytesIO(_tiny_pdf())),
+        signers.PdfSignatureMetadata(field_name="Signature1", md_algorithm="sha256"),
+        signer=handle.pyhanko_signer(),
+        timestamper=HTTPTimeStamper(f"{live_server.url}/tsa"),
+    )
+    signed = out.getvalue()
+
+    root = asn1_x509.Certificate.load(pki.root_cert.public_bytes(Encoding.DER))
+    backend = AIOHttpFetcherBackend()
+    try:
+        context = ValidationContext(
+            trust_roots=[root],
+            allow_fetching=True,
+            revocation_mode="require",
+            fetcher_backend=backend,
+        )
+        (embedded,) = PdfFileReader(BytesIO(signed)).embedded_signatures
+        status = await async_validate_pdf_signature(
+            embedded, signer_validation_context=context, ts_validation_context=context
+        )
+    finally:
+        await backend.close()
+    assert status.intact and status.valid and status.trusted, status.pretty_print_details()
+    assert status.bottom_line
+    ts = status.timestamp_validity
+    assert ts is not None and ts.intact and ts.valid and ts.trusted
+
+    # poppler's pdfsig with an NSS database that trusts our root (it asks /ocsp itself)
+    require_tool("pdfsig")
+    db = tmp_path / "nss"
+    db.mkdir()
+    run("certutil", "-N", "-d", f"sql:{db}", "--empty-password")
+    run(
+        "certutil",
+        "-A",
+        "-d",
+        f"sql:{db}",
+        "-n",
+        "kyso-root",
+        "-t",
+        "C,C,C",
+        "-i",
+        chain_files["root"],
+    )
+    pdf = tmp_path / "signed.pdf"
+    pdf.write_bytes(signed)
+    report = run("pdfsig", "-nssdir", f"sql:{db}", pdf, check=False)
+    text = report.stdout + report.stderr
+    assert "Signature Validation: Signature is Valid." in text, text
+    assert "Certificate Validation: Certificate is Trusted." in text, text
+    assert "Trần Thị Bình" in text
