@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from kyso.api import cli_sign
 from kyso.api.cli_inspect import cert_app, trust_app
 from kyso.api.services import Services
 from kyso.api.settings import Settings, get_settings
@@ -44,6 +45,7 @@ pki_app.add_typer(issue_app, name="issue")
 app.add_typer(keys_app, name="keys")
 app.add_typer(cert_app, name="cert")
 app.add_typer(trust_app, name="trust")
+cli_sign.register(app)
 
 # data (names, subjects, fingerprints) is printed as is: no markup, no emoji codes (":CD:")
 out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)

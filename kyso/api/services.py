@@ -13,16 +13,20 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from pyhanko.sign.timestamps.api import TimeStamper
 
 from kyso.api.settings import Settings
 from kyso.certs.errors import KeyStoreError, TrustStoreError
 from kyso.certs.keys import FileKeyHandle, FileKeyStore, KeyRegistry, PKCS11KeyStore
 from kyso.certs.pki import BuiltinPKI, write_atomic
 from kyso.certs.revocation import OCSPResponder
-from kyso.certs.trust import TrustStore, is_ca, load_certificates
+from kyso.certs.trust import PRESETS, TrustStore, is_ca, load_certificates
 from kyso.certs.tsa import SQLiteSerialSource, TimeStampAuthority, TSAPolicy
+from kyso.certs.tsa_client import FailoverTimeStamper
 from kyso.errors import KysoError
 from kyso.i18n import t
+from kyso.signer.sign import DocumentSigner, RevocationContext
+from kyso.signer.timestamps import LocalTimeStamper
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +165,36 @@ class Services:
             key=self.pki.tsa_key(),
             policy=self.tsa_policy,
             serials=SQLiteSerialSource(self.settings.tsa_serials_path),
+        )
+
+    # -- signing -------------------------------------------------------------------------------
+    def revocation_context(self) -> RevocationContext:
+        """Trust anchors (dev root, Government root, the operator's) and revocation sources:
+        the built-in PKI's data in-process, anything else fetched from the certificates' URLs."""
+        pki = self.pki
+        return RevocationContext(
+            trust_roots=list(self.trust_store(*PRESETS).certificates),
+            other_certs=[pki.issuing_cert] if pki.exists() else [],
+            material=pki.revocation_material if pki.exists() else None,
+            fetch=True,
+        )
+
+    def timestamper(self) -> TimeStamper:
+        """External TSAs with failover when KYSO_TSA_URLS is set, else the built-in TSA."""
+        s = self.settings
+        if s.tsa_urls:
+            return FailoverTimeStamper(
+                s.tsa_urls, timeout=s.tsa_timeout, retries=s.tsa_retries, backoff=0.5
+            )
+        return LocalTimeStamper(self.tsa)
+
+    def document_signer(self, key: str | None) -> DocumentSigner:
+        """A signer for the key named ``key`` (a label or URI), opened once; None for
+        operations that sign only with the TSA (extension, document timestamps)."""
+        return DocumentSigner(
+            key=self.keys.resolve(key) if key is not None else None,
+            revocation=self.revocation_context(),
+            timestamper=self.timestamper(),
         )
 
     @cached_property

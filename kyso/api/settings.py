@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         True, description="Set to false to make the TSA refuse to issue (clock not trusted)."
     )
     tsa_max_request_bytes: int = 16 * 1024
+    tsa_urls: list[str] = Field(
+        default_factory=list,
+        description="External TSAs for signing, tried in order (JSON list); empty: built-in TSA.",
+    )
+    tsa_timeout: float = Field(10.0, gt=0, description="Seconds to wait for an external TSA.")
+    tsa_retries: int = Field(2, ge=0, description="Retries per external TSA URL.")
     ocsp_max_request_bytes: int = 16 * 1024
 
     @field_validator("public_url")

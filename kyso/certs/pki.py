@@ -31,12 +31,14 @@ from typing import Literal, Protocol, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
     PublicKeyTypes,
 )
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 
 from kyso.certs import builders
 from kyso.certs.errors import PKIError
@@ -647,6 +649,29 @@ class BuiltinPKI:
             cert=cert, label=label, kind=kind, issuer="issuing", key_uri=key_uri, actor=actor
         )
         return IssuedCertificate(label=label, key_uri=key_uri, certificate=cert, chain=chain)
+
+    def revocation_material(
+        self, certificates: Sequence[x509.Certificate]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """Fresh revocation data for the certificates this PKI issued, without HTTP: DER OCSP
+        responses (from the local responder) for those of the issuing CA, and both CRLs.
+
+        What a relying party would fetch from ``/ocsp`` and ``/crl``; the signer embeds it
+        (PAdES B-LT) even when no server runs at the public URL."""
+        self._require()
+        issuing = self.issuing_cert
+        responder = self.ocsp_responder()
+        responses = []
+        for cert in certificates:
+            if cert.issuer != issuing.subject or self.state.get(cert.serial_number) is None:
+                continue
+            request = (
+                ocsp.OCSPRequestBuilder()
+                .add_certificate(cert, issuing, hashes.SHA1())  # noqa: S303 (RFC 5019 CertID)
+                .build()
+            )
+            responses.append(responder.respond(request.public_bytes(Encoding.DER)))
+        return responses, [self.crl_der("issuing"), self.crl_der("root")]
 
     # -- integrity and renewal ----------------------------------------------------------------
     _FILES = (

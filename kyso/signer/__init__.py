@@ -1,0 +1,1 @@
+"""PDF signing (PAdES), appearances, timestamps and, later, verification."""

@@ -1,0 +1,534 @@
+"""PAdES signing at every baseline level, extension, and document timestamps (pyhanko).
+
+The collaborators, as in pyhanko itself: *who* signs (a :class:`~kyso.certs.keys.KeyHandle`),
+*when* (a pyhanko ``TimeStamper``: the built-in TSA in-process or external TSAs with failover),
+*whom to trust and how to learn about revocation* (a :class:`RevocationContext`), and *what*
+(:class:`SignOptions`). :class:`DocumentSigner` orchestrates; it reads no settings.
+
+Every operation reads the input and writes a new file next to the output path, renamed into
+place only when complete: the input is never modified, and a failure leaves no partial output.
+Only incremental updates are ever written, so earlier signatures stay intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import enum
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from asn1crypto import crl as asn1_crl
+from asn1crypto import ocsp as asn1_ocsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign import fields, signers
+from pyhanko.sign.timestamps.api import TimeStamper
+from pyhanko.sign.timestamps.common_utils import TimestampRequestError
+from pyhanko.sign.validation import async_add_validation_info
+from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.errors import (
+    ExpiredError,
+    InvalidCertificateError,
+    PathBuildingError,
+    PathValidationError,
+    RevokedError,
+)
+from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
+from pyhanko_certvalidator.fetchers.api import FetcherBackend
+
+from kyso.certs.errors import TSAError
+from kyso.certs.keys import KeyHandle
+from kyso.errors import KysoError
+from kyso.signer.errors import (
+    BadInputError,
+    CertificateRefusedError,
+    SigningError,
+    TimestampUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Level(enum.StrEnum):
+    """PAdES baseline levels (ETSI EN 319 142-1)."""
+
+    B_B = "B-B"
+    B_T = "B-T"
+    B_LT = "B-LT"
+    B_LTA = "B-LTA"
+
+    @property
+    def rank(self) -> int:
+        return list(Level).index(self)
+
+    @property
+    def timestamped(self) -> bool:
+        return self is not Level.B_B
+
+    @property
+    def long_term(self) -> bool:
+        return self in (Level.B_LT, Level.B_LTA)
+
+
+@dataclass(frozen=True)
+class SignOptions:
+    """What to sign and how. Every field has a safe default."""
+
+    level: Level = Level.B_T
+    """The PAdES level to reach."""
+
+    field_name: str | None = None
+    """Signature field to create (or fill, when it exists empty); generated when None."""
+
+    reason: str | None = None
+    location: str | None = None
+    contact_info: str | None = None
+
+    md_algorithm: str = "sha256"
+    """Digest of the signed bytes."""
+
+    fallback_to_b_b: bool = False
+    """When no TSA answers: sign at B-B and say so, instead of failing (only when asked)."""
+
+    stamp_style: Any = None
+    """pyhanko stamp style of a visible signature (from :mod:`kyso.signer.appearance`);
+    None signs without appearance (invisible)."""
+
+    new_field_spec: fields.SigFieldSpec | None = None
+    """Where a visible signature's new field goes; None: an invisible field (or the existing
+    field named ``field_name``)."""
+
+
+@dataclass(frozen=True)
+class SignResult:
+    """What one signing (or extension) produced."""
+
+    output: Path
+    level_requested: Level
+    level_reached: Level
+    field_name: str | None
+    signer: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class RevocationContext:
+    """Trust anchors and revocation sources for pre-sign validation and for B-LT data.
+
+    ``ocsp_responses``/``crls`` are DER revocation data known in advance (the built-in PKI
+    produces them in-process, so B-LT works without its server running); ``fetch`` lets
+    pyhanko-certvalidator also fetch from the URLs in certificates (an external CA's)."""
+
+    trust_roots: Sequence[x509.Certificate]
+    other_certs: Sequence[x509.Certificate] = ()
+    ocsp_responses: Sequence[bytes] = ()
+    crls: Sequence[bytes] = ()
+    fetch: bool = True
+    material: Callable[[Sequence[x509.Certificate]], tuple[list[bytes], list[bytes]]] | None = (
+        None
+    )
+    """Called with the certificates about to be validated, for fresh local revocation data."""
+
+    def validation_context(
+        self,
+        *,
+        require_revocation: bool,
+        extra_certs: Sequence[x509.Certificate] = (),
+        fetcher_backend: FetcherBackend | None = None,
+    ) -> ValidationContext:
+        ocsps = list(self.ocsp_responses)
+        crls = list(self.crls)
+        if self.material is not None:
+            more_ocsps, more_crls = self.material([*extra_certs, *self.other_certs])
+            ocsps += more_ocsps
+            crls += more_crls
+        return ValidationContext(
+            trust_roots=[_asn1(c) for c in self.trust_roots],
+            other_certs=[_asn1(c) for c in (*self.other_certs, *extra_certs)],
+            ocsps=[asn1_ocsp.OCSPResponse.load(o) for o in ocsps],
+            crls=[asn1_crl.CertificateList.load(c) for c in crls],
+            allow_fetching=self.fetch,
+            revocation_mode="require" if require_revocation else "soft-fail",
+            fetcher_backend=fetcher_backend,
+        )
+
+
+def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+
+
+# -- input and output ------------------------------------------------------------------------
+
+MAX_HEADER_OFFSET = 1024  # a PDF header may follow some junk (PDF 32000-1 §7.5.2 tolerance)
+
+
+def open_pdf(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading after checking that it looks like an unencrypted PDF."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise BadInputError("signer.input.missing", path=str(path)) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BadInputError("signer.input.unreadable", path=str(path), reason=reason) from None
+    try:
+        head = handle.read(MAX_HEADER_OFFSET)
+        if b"%PDF-" not in head:
+            raise BadInputError("signer.input.not_pdf", path=str(path))
+        handle.seek(0)
+        try:
+            reader = PdfFileReader(handle, strict=False)
+            encrypted = reader.encrypted
+            _ = reader.root  # forces the trailer and the catalogue to be read
+        except (PdfError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise BadInputError("signer.input.damaged", path=str(path), reason=str(exc)) from None
+        if encrypted:
+            raise BadInputError("signer.input.encrypted", path=str(path))
+        handle.seek(0)
+        return handle
+    except BaseException:
+        handle.close()
+        raise
+
+
+@contextlib.asynccontextmanager
+async def atomic_output(target: Path) -> AsyncIterator[IO[bytes]]:
+    """A temporary file beside ``target``, renamed onto it only when the block succeeds."""
+    target = Path(target)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise BadInputError("signer.output.no_dir", path=str(directory))
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w+b") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+# -- the signer ------------------------------------------------------------------------------
+
+
+@dataclass
+class DocumentSigner:
+    """Signs PDFs with one key; built once and reused for a batch (the key is opened once)."""
+
+    key: KeyHandle | None
+    """Who signs; None for operations that only add TSA material (extend, timestamp)."""
+    revocation: RevocationContext
+    timestamper: TimeStamper | None = None
+    clock: Clock = utc_now
+    _pyhanko_signer: Any = field(default=None, init=False, repr=False)
+    _fetchers: FetcherBackend | None = field(default=None, init=False, repr=False)
+
+    def _context(
+        self, *, require_revocation: bool, extra_certs: Sequence[x509.Certificate] = ()
+    ) -> ValidationContext:
+        return self.revocation.validation_context(
+            require_revocation=require_revocation,
+            extra_certs=extra_certs,
+            fetcher_backend=self._fetchers,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[None]:
+        """HTTP fetchers (OCSP, CRL, certificates) for one operation, closed after it."""
+        self._fetchers = AIOHttpFetcherBackend() if self.revocation.fetch else None
+        try:
+            yield
+        finally:
+            backend, self._fetchers = self._fetchers, None
+            if backend is not None:
+                await backend.close()
+
+    @property
+    def signer_name(self) -> str:
+        return self.key.certificate.subject.rfc4514_string() if self.key is not None else ""
+
+    def _key(self) -> KeyHandle:
+        if self.key is None:
+            raise SigningError("signer.no_key")
+        return self.key
+
+    def _signer(self) -> Any:
+        if self._pyhanko_signer is None:
+            self._pyhanko_signer = self._key().pyhanko_signer()
+        return self._pyhanko_signer
+
+    def check_certificate(self) -> None:
+        """Refuse a certificate that is not valid now or has no signing key usage (the chain
+        and revocation are checked by pyhanko's pre-sign validation)."""
+        cert = self._key().certificate
+        now = self.clock()
+        if now < cert.not_valid_before_utc:
+            raise CertificateRefusedError(
+                "signer.cert.not_yet_valid", since=cert.not_valid_before_utc.isoformat()
+            )
+        if now > cert.not_valid_after_utc:
+            raise CertificateRefusedError(
+                "signer.cert.expired", until=cert.not_valid_after_utc.isoformat()
+            )
+        try:
+            usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            return  # no KeyUsage: any usage (RFC 5280 §4.2.1.3)
+        if not (usage.digital_signature or usage.content_commitment):
+            raise CertificateRefusedError("signer.cert.key_usage")
+
+    # -- signing ---------------------------------------------------------------------------
+    async def async_sign(self, source: Path, target: Path, options: SignOptions) -> SignResult:
+        """Sign ``source`` into ``target`` at ``options.level``."""
+        source, target = Path(source), Path(target)
+        if _same_file(source, target):
+            raise BadInputError("signer.output.is_input", path=str(target))
+        self.check_certificate()
+        warnings: list[str] = []
+        level = options.level
+        timestamper = self.timestamper
+        if level.timestamped and timestamper is None:
+            raise TimestampUnavailableError("signer.tsa.none_configured")
+        async with self._session():
+            try:
+                await self._sign_once(source, target, options, level, timestamper)
+            except (TSAError, TimestampRequestError, TimestampUnavailableError) as exc:
+                if not options.fallback_to_b_b or not level.timestamped:
+                    raise TimestampUnavailableError(
+                        "signer.tsa.unavailable", reason=str(exc)
+                    ) from exc
+                log.warning("no TSA answered (%s): signing at B-B as asked", exc)
+                warnings.append(f"no timestamp authority answered ({exc}); signed at B-B")
+                level = Level.B_B
+                await self._sign_once(source, target, options, level, None)
+        return SignResult(
+            output=target,
+            level_requested=options.level,
+            level_reached=level,
+            field_name=options.field_name,
+            signer=self.signer_name,
+            warnings=tuple(warnings),
+        )
+
+    def sign(self, source: Path, target: Path, options: SignOptions) -> SignResult:
+        """Synchronous twin of :meth:`async_sign` (not for use inside a running event loop)."""
+        return asyncio.run(self.async_sign(source, target, options))
+
+    async def _sign_once(
+        self,
+        source: Path,
+        target: Path,
+        options: SignOptions,
+        level: Level,
+        timestamper: TimeStamper | None,
+    ) -> None:
+        context = self._context(
+            require_revocation=level.long_term,
+            extra_certs=[self._key().certificate, *self._key().chain],
+        )
+        with open_pdf(source) as handle:
+            field_name = options.field_name or _free_field_name(PdfFileReader(handle, strict=False))
+        meta = signers.PdfSignatureMetadata(
+            field_name=field_name,
+            md_algorithm=options.md_algorithm,
+            reason=options.reason,
+            location=options.location,
+            contact_info=options.contact_info,
+            subfilter=fields.SigSeedSubFilter.PADES,
+            validation_context=context,
+            embed_validation_info=level.long_term,
+            use_pades_lta=level is Level.B_LTA,
+            signer_key_usage={"digital_signature"},
+        )
+        pdf_signer = signers.PdfSigner(
+            meta,
+            signer=self._signer(),
+            timestamper=timestamper if level.timestamped else None,
+            stamp_style=options.stamp_style,
+            new_field_spec=options.new_field_spec,
+        )
+        with open_pdf(source) as handle:
+            try:
+                writer = IncrementalPdfFileWriter(handle, strict=False)
+            except (PdfError, ValueError, KeyError) as exc:
+                raise BadInputError(
+                    "signer.input.damaged", path=str(source), reason=str(exc)
+                ) from None
+            async with atomic_output(target) as out:
+                await self._guard(pdf_signer.async_sign_pdf(writer, output=out))
+
+    async def _guard(self, job: Any) -> Any:
+        """Run a pyhanko job, turning its errors (and their causes) into kyso's."""
+        try:
+            return await job
+        except (KysoError, TimestampRequestError):
+            raise
+        except Exception as exc:
+            for cause in _causes(exc):
+                mapped = _map_error(cause)
+                if mapped is not None:
+                    raise mapped from exc
+            raise SigningError("signer.failed", reason=str(exc)) from exc
+
+    # -- raising the level of signed files ---------------------------------------------------
+    async def async_extend(self, source: Path, target: Path, level: Level) -> SignResult:
+        """Raise a signed file to B-LT (revocation data for every signature in the DSS) or
+        B-LTA (plus a document timestamp)."""
+        async with self._session():
+            return await self._extend(source, target, level)
+
+    def extend(self, source: Path, target: Path, level: Level) -> SignResult:
+        """Synchronous twin of :meth:`async_extend`."""
+        return asyncio.run(self.async_extend(source, target, level))
+
+    async def _extend(self, source: Path, target: Path, level: Level) -> SignResult:
+        source, target = Path(source), Path(target)
+        if _same_file(source, target):
+            raise BadInputError("signer.output.is_input", path=str(target))
+        if not level.long_term:
+            raise SigningError("signer.extend.level", level=str(level))
+        if level is Level.B_LTA and self.timestamper is None:
+            raise TimestampUnavailableError("signer.tsa.none_configured")
+        with open_pdf(source) as handle:
+            reader = PdfFileReader(handle, strict=False)
+            signatures = list(reader.embedded_signatures)
+            if not signatures:
+                raise BadInputError("signer.extend.unsigned", path=str(source))
+            handle.seek(0)
+            data = handle.read()
+        from io import BytesIO
+
+        current = BytesIO(data)
+        for index in range(len(signatures)):
+            reader = PdfFileReader(current, strict=False)
+            embedded = reader.embedded_signatures[index]
+            certs = [c for c in embedded.other_embedded_certs]
+            context = self._context(
+                require_revocation=True,
+                extra_certs=[_crypto(embedded.signer_cert), *(_crypto(c) for c in certs)],
+            )
+            updated = BytesIO()
+            await self._guard(
+                async_add_validation_info(embedded, context, output=updated, force_write=True)
+            )
+            current = updated
+        if level is Level.B_LTA:
+            assert self.timestamper is not None
+            writer = IncrementalPdfFileWriter(current, strict=False)
+            stamped = BytesIO()
+            ts_context = self._context(require_revocation=True)
+            await self._guard(
+                signers.PdfTimeStamper(self.timestamper).async_timestamp_pdf(
+                    writer, "sha256", validation_context=ts_context, output=stamped
+                )
+            )
+            current = stamped
+        async with atomic_output(target) as out:
+            out.write(current.getvalue())
+        return SignResult(
+            output=target,
+            level_requested=level,
+            level_reached=level,
+            field_name=None,
+            signer=self.signer_name,
+        )
+
+    async def async_timestamp(self, source: Path, target: Path) -> SignResult:
+        """Add a document timestamp (no other change)."""
+        async with self._session():
+            return await self._timestamp(source, target)
+
+    def timestamp(self, source: Path, target: Path) -> SignResult:
+        """Synchronous twin of :meth:`async_timestamp`."""
+        return asyncio.run(self.async_timestamp(source, target))
+
+    async def _timestamp(self, source: Path, target: Path) -> SignResult:
+        source, target = Path(source), Path(target)
+        if _same_file(source, target):
+            raise BadInputError("signer.output.is_input", path=str(target))
+        if self.timestamper is None:
+            raise TimestampUnavailableError("signer.tsa.none_configured")
+        with open_pdf(source) as handle:
+            writer = IncrementalPdfFileWriter(handle, strict=False)
+            async with atomic_output(target) as out:
+                await self._guard(
+                    signers.PdfTimeStamper(self.timestamper).async_timestamp_pdf(
+                        writer, "sha256", output=out
+                    )
+                )
+        return SignResult(
+            output=target,
+            level_requested=Level.B_T,
+            level_reached=Level.B_T,
+            field_name=None,
+            signer="",
+        )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _map_error(exc: BaseException) -> KysoError | TimestampRequestError | None:
+    """kyso's error for a pyhanko/certvalidator one, or None to keep looking."""
+    reason = str(exc)
+    if isinstance(exc, TSAError | TimestampRequestError):
+        return exc
+    if isinstance(exc, RevokedError):
+        return CertificateRefusedError("signer.cert.revoked", reason=reason)
+    if isinstance(exc, ExpiredError):
+        return CertificateRefusedError("signer.cert.expired_chain", reason=reason)
+    if isinstance(exc, PathBuildingError):
+        return CertificateRefusedError("signer.cert.untrusted", reason=reason)
+    if isinstance(exc, InvalidCertificateError | PathValidationError):
+        return CertificateRefusedError("signer.cert.invalid", reason=reason)
+    if isinstance(exc, PdfError):
+        return BadInputError("signer.input.damaged", path="", reason=reason)
+    return None
+
+
+def _free_field_name(reader: PdfFileReader, prefix: str = "Signature") -> str:
+    """``Signature<n>`` with the first n no field of the document uses."""
+    taken = {name for name, _, _ in fields.enumerate_sig_fields(reader, filled_status=None)}
+    n = 1
+    while f"{prefix}{n}" in taken:
+        n += 1
+    return f"{prefix}{n}"
+
+
+def _crypto(cert: asn1_x509.Certificate) -> x509.Certificate:
+    return x509.load_der_x509_certificate(cert.dump())

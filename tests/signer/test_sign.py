@@ -1,0 +1,529 @@
+"""PAdES signing at every level, checked by pyhanko and by poppler's pdfsig (NSS).
+
+The signing keys come from the built-in PKI of a real `kyso serve` (tests/conftest.py), so the
+certificates' OCSP and CRL URLs answer while pdfsig and pyhanko check them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
+from pyhanko.sign.validation import async_validate_pdf_signature, async_validate_pdf_timestamp
+from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
+
+from kyso.certs import builders, identity
+from kyso.certs.keys import PKCS11KeyStore
+from kyso.certs.tsa_client import FailoverTimeStamper
+from kyso.signer.errors import BadInputError, CertificateRefusedError, TimestampUnavailableError
+from kyso.signer.sign import DocumentSigner, Level, SignOptions
+from tests.conftest import LiveServer, require_tool, run
+
+A4 = [0, 0, 595, 842]
+
+
+def make_pdf(pages: int = 1) -> bytes:
+    writer = PdfFileWriter()
+    for n in range(pages):
+        content = writer.add_object(
+            generic.StreamObject(stream_data=f"0 0 m {100 + n} 100 l S".encode())
+        )
+        writer.insert_page(PageObject(contents=content, media_box=A4))
+    out = BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("in") / "cong-van.pdf"
+    path.write_bytes(make_pdf(2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def nss_db(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_tool("certutil")
+    db = tmp_path_factory.mktemp("nss")
+    root = db / "root.pem"
+    root.write_bytes(live_server.services.pki.root_cert.public_bytes(Encoding.PEM))
+    run("certutil", "-N", "-d", f"sql:{db}", "--empty-password")
+    run("certutil", "-A", "-d", f"sql:{db}", "-n", "kyso-root", "-t", "C,C,C", "-i", root)
+    return db
+
+
+def _issue(live_server: LiveServer, label: str, key_type: str = "rsa-2048", **kw: object):
+    return live_server.services.pki.issue(
+        kind="person",
+        subject=identity.person_subject(
+            "Nguyễn Văn An", ids=["CCCD:001090000001"], title="Chủ tịch"
+        ),
+        label=label,
+        key_type=key_type,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PKCS11KeyStore]:
+    from tests.softhsm import init_token
+
+    require_tool("softhsm2-util")
+    info = init_token(tmp_path_factory.mktemp("hsm"))
+    store = PKCS11KeyStore(info.module, info.label, user_pin=lambda: info.pin)
+    yield store
+    store.close()
+
+
+def signer_for(live_server: LiveServer, key: object, **kw: object) -> DocumentSigner:
+    services = live_server.services
+    return DocumentSigner(
+        key=key,  # type: ignore[arg-type]
+        revocation=services.revocation_context(),
+        timestamper=services.timestamper(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _validate(live_server: LiveServer, signed: bytes) -> list[object]:
+    """pyhanko's verdict on every signature and document timestamp, trusting our root and
+    fetching revocation from the live server."""
+    root = asn1_x509.Certificate.load(live_server.services.pki.root_cert.public_bytes(Encoding.DER))
+    backend = AIOHttpFetcherBackend()
+    statuses: list[object] = []
+    try:
+        reader = PdfFileReader(BytesIO(signed))
+        for embedded in reader.embedded_signatures:
+            context = ValidationContext(
+                trust_roots=[root], allow_fetching=True, fetcher_backend=backend
+            )
+            if embedded.sig_object_type == "/DocTimeStamp":
+                status = await async_validate_pdf_timestamp(embedded, validation_context=context)
+                assert status.intact and status.valid and status.trusted
+            else:
+                status = await async_validate_pdf_signature(
+                    embedded, signer_validation_context=context, ts_validation_context=context
+                )
+                assert status.bottom_line, status.pretty_print_details()
+            statuses.append(status)
+    finally:
+        await backend.close()
+    return statuses
+
+
+def _pdfsig(nss_db: Path, path: Path) -> str:
+    require_tool("pdfsig")
+    proc = run("pdfsig", "-nssdir", f"sql:{nss_db}", path, check=False)
+    return proc.stdout + proc.stderr
+
+
+def _level_of(signed: bytes) -> Level:
+    """The level a file shows: signature timestamp, DSS with revocation data, doc timestamp."""
+    reader = PdfFileReader(BytesIO(signed))
+    sigs = reader.embedded_signatures
+    regular = [s for s in sigs if s.sig_object_type == "/Sig"]
+    doc_ts = [s for s in sigs if s.sig_object_type == "/DocTimeStamp"]
+    unsigned = regular[0].signer_info["unsigned_attrs"]
+    has_ts = unsigned.native is not None and any(
+        a["type"].native == "signature_time_stamp_token" for a in unsigned
+    )
+    dss = reader.root.get("/DSS")
+    dss = dss.get_object() if dss is not None else None
+    has_revinfo = dss is not None and ("/OCSPs" in dss or "/CRLs" in dss)
+    if doc_ts and has_revinfo:
+        return Level.B_LTA
+    if has_revinfo:
+        return Level.B_LT
+    return Level.B_T if has_ts else Level.B_B
+
+
+@pytest.mark.parametrize("level", list(Level))
+@pytest.mark.parametrize("key_type", ["rsa-2048", "ec-p256"])
+def test_every_level_is_accepted_by_pyhanko_pdfsig_and_qpdf(
+    live_server: LiveServer,
+    nss_db: Path,
+    source: Path,
+    tmp_path: Path,
+    level: Level,
+    key_type: str,
+) -> None:
+    label = f"sign-{key_type}-{level.lower()}"
+    _issue(live_server, label, key_type)
+    signer = signer_for(live_server, live_server.services.keys.resolve(label))
+    target = tmp_path / "signed.pdf"
+    before = source.read_bytes()
+    result = signer.sign(source, target, SignOptions(level=level, reason="Ký ban hành"))
+    assert result.level_reached is level and not result.warnings
+    assert source.read_bytes() == before  # the input is never modified
+    signed = target.read_bytes()
+    assert signed.startswith(before)  # an incremental update of the original
+    assert _level_of(signed) is level
+    asyncio.run(_validate(live_server, signed))
+    report = _pdfsig(nss_db, target)
+    assert "Signature Validation: Signature is Valid." in report, report
+    assert "Certificate Validation: Certificate is Trusted." in report, report
+    assert "Digest Mismatch" not in report
+    require_tool("qpdf")
+    assert run("qpdf", "--check", target).returncode == 0
+
+
+@pytest.mark.parametrize("level", [Level.B_T, Level.B_LTA])
+def test_a_key_on_a_pkcs11_token_signs(
+    live_server: LiveServer,
+    nss_db: Path,
+    source: Path,
+    tmp_path: Path,
+    token: PKCS11KeyStore,
+    level: Level,
+) -> None:
+    label = f"hsm-{level.lower()}"
+    _issue(live_server, label, "ec-p256", token=token)
+    signer = signer_for(live_server, token.load(label))
+    target = tmp_path / "signed.pdf"
+    signer.sign(source, target, SignOptions(level=level))
+    asyncio.run(_validate(live_server, target.read_bytes()))
+    report = _pdfsig(nss_db, target)
+    assert "Signature is Valid." in report and "Certificate is Trusted." in report, report
+
+
+def test_person_then_agency_both_stay_valid(
+    live_server: LiveServer, nss_db: Path, source: Path, tmp_path: Path
+) -> None:
+    _issue(live_server, "chain-person")
+    live_server.services.pki.issue(
+        kind="org",
+        subject=identity.organisation_subject("UBND Quận Long Biên", ids=["MST:0101234567"]),
+        label="chain-agency",
+    )
+    person, agency = (
+        signer_for(live_server, live_server.services.keys.resolve(lbl))
+        for lbl in ("chain-person", "chain-agency")
+    )
+    first, second = tmp_path / "person.pdf", tmp_path / "sealed.pdf"
+    person.sign(source, first, SignOptions(level=Level.B_T))
+    agency.sign(first, second, SignOptions(level=Level.B_LTA))
+    statuses = asyncio.run(_validate(live_server, second.read_bytes()))
+    assert len(statuses) == 3  # person, agency, document timestamp
+    report = _pdfsig(nss_db, second)
+    assert report.count("Signature is Valid.") == 2, report
+    assert report.count("Certificate is Trusted.") == 2, report
+    names = [
+        f
+        for f, _, _ in __import__("pyhanko.sign.fields", fromlist=["x"]).enumerate_sig_fields(
+            PdfFileReader(BytesIO(second.read_bytes()))
+        )
+    ]
+    assert names[:2] == ["Signature1", "Signature2"]
+
+
+def test_extend_raises_a_b_b_file_to_lt_and_lta(
+    live_server: LiveServer, nss_db: Path, source: Path, tmp_path: Path
+) -> None:
+    _issue(live_server, "extend-me")
+    signer = signer_for(live_server, live_server.services.keys.resolve("extend-me"))
+    bb, lt, lta = tmp_path / "bb.pdf", tmp_path / "lt.pdf", tmp_path / "lta.pdf"
+    signer.sign(source, bb, SignOptions(level=Level.B_B))
+    assert _level_of(bb.read_bytes()) is Level.B_B
+    tsa_only = signer_for(live_server, None)
+    tsa_only.extend(bb, lt, Level.B_LT)
+    assert _level_of(lt.read_bytes()) is Level.B_LT
+    tsa_only.extend(lt, lta, Level.B_LTA)
+    assert _level_of(lta.read_bytes()) is Level.B_LTA
+    asyncio.run(_validate(live_server, lta.read_bytes()))
+    assert "Signature is Valid." in _pdfsig(nss_db, lta)
+    stamped = tmp_path / "ts.pdf"
+    tsa_only.timestamp(bb, stamped)
+    reader = PdfFileReader(BytesIO(stamped.read_bytes()))
+    assert [s.sig_object_type for s in reader.embedded_signatures] == ["/Sig", "/DocTimeStamp"]
+    with pytest.raises(BadInputError):
+        tsa_only.extend(source, tmp_path / "x.pdf", Level.B_LT)  # nothing signed
+    assert not (tmp_path / "x.pdf").exists()
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+def _no_output_left(directory: Path) -> None:
+    assert not [p for p in directory.iterdir() if p.name != "in.pdf"], list(directory.iterdir())
+
+
+def test_a_revoked_certificate_is_refused(
+    live_server: LiveServer, source: Path, tmp_path: Path
+) -> None:
+    issued = _issue(live_server, "revoked-signer")
+    live_server.services.pki.revoke(
+        issued.certificate.serial_number, reason=x509.ReasonFlags.key_compromise
+    )
+    signer = signer_for(live_server, live_server.services.keys.resolve("revoked-signer"))
+    for level in (Level.B_B, Level.B_LT):
+        with pytest.raises(CertificateRefusedError) as caught:
+            signer.sign(source, tmp_path / "out.pdf", SignOptions(level=level))
+        assert caught.value.code == "signer.cert.revoked"
+    assert not list(tmp_path.iterdir())
+
+
+def test_expired_and_not_yet_valid_certificates_are_refused(
+    live_server: LiveServer, source: Path, tmp_path: Path
+) -> None:
+    _issue(live_server, "time-bound", days=30)
+    key = live_server.services.keys.resolve("time-bound")
+    later = signer_for(
+        live_server, key, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
+    )
+    with pytest.raises(CertificateRefusedError) as caught:
+        later.sign(source, tmp_path / "out.pdf", SignOptions(level=Level.B_B))
+    assert caught.value.code == "signer.cert.expired"
+    earlier = signer_for(
+        live_server, key, clock=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    )
+    with pytest.raises(CertificateRefusedError) as caught:
+        earlier.sign(source, tmp_path / "out.pdf", SignOptions(level=Level.B_B))
+    assert caught.value.code == "signer.cert.not_yet_valid"
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_certificate_without_signing_usage_or_trust_is_refused(
+    live_server: LiveServer, source: Path, tmp_path: Path
+) -> None:
+    services = live_server.services
+    pki = services.pki
+    now = dt.datetime.now(dt.UTC)
+    # an encipherment-only certificate from our issuing CA
+    key = builders.new_private_key("rsa-2048")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(identity.person_subject("Lê Văn Cường", ids=["CCCD:001090000005"]))
+        .issuer_name(pki.issuing_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.KeyUsage(False, False, True, False, False, False, False, False, False), True
+        )
+        .sign(
+            services.file_keys.load("kyso-issuing-ca").private_key(), builders.signature_hash(key)
+        )  # type: ignore[arg-type]
+    )
+    handle = services.file_keys.save(
+        "no-signing-usage", key, cert, (pki.issuing_cert, pki.root_cert)
+    )
+    with pytest.raises(CertificateRefusedError) as caught:
+        signer_for(live_server, handle).sign(
+            source, tmp_path / "o.pdf", SignOptions(level=Level.B_B)
+        )
+    assert caught.value.code == "signer.cert.key_usage"
+    # a certificate from a PKI nobody trusts
+    foreign = builders.build_dev_pki(now=now)
+    fkey = builders.new_private_key("ec-p256")
+    fcert = builders.build_signer_certificate(
+        fkey.public_key(),
+        identity.person_subject("Giả Mạo", ids=["CCCD:001090000006"]),
+        issuer_cert=foreign.issuing_cert,
+        issuer_key=foreign.issuing_key,
+        now=now,
+    )
+    fhandle = services.file_keys.save("foreign-signer", fkey, fcert, (foreign.issuing_cert,))
+    with pytest.raises(CertificateRefusedError) as caught:
+        signer_for(live_server, fhandle).sign(
+            source, tmp_path / "o.pdf", SignOptions(level=Level.B_B)
+        )
+    assert caught.value.code == "signer.cert.untrusted"
+    assert not list(tmp_path.iterdir())
+
+
+def test_no_tsa_is_a_failure_unless_b_b_is_asked_for(
+    live_server: LiveServer, source: Path, tmp_path: Path
+) -> None:
+    _issue(live_server, "tsa-down")
+    dead = FailoverTimeStamper(["http://127.0.0.1:9/tsa"], timeout=0.5, retries=0, backoff=0.01)
+    signer = DocumentSigner(
+        key=live_server.services.keys.resolve("tsa-down"),
+        revocation=live_server.services.revocation_context(),
+        timestamper=dead,
+    )
+    with pytest.raises(TimestampUnavailableError):
+        signer.sign(source, tmp_path / "out.pdf", SignOptions(level=Level.B_T))
+    assert not list(tmp_path.iterdir())
+    result = signer.sign(
+        source, tmp_path / "out.pdf", SignOptions(level=Level.B_T, fallback_to_b_b=True)
+    )
+    assert result.level_requested is Level.B_T and result.level_reached is Level.B_B
+    assert result.warnings and "B-B" in result.warnings[0]
+    assert _level_of((tmp_path / "out.pdf").read_bytes()) is Level.B_B
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b"", "signer.input.not_pdf"),
+        (b"hello, not a pdf", "signer.input.not_pdf"),
+        (make_pdf()[:200], "signer.input.damaged"),
+    ],
+    ids=["empty", "text", "truncated"],
+)
+def test_bad_input_is_refused_and_nothing_is_written(
+    live_server: LiveServer, tmp_path: Path, content: bytes, code: str
+) -> None:
+    _issue(live_server, f"bad-input-{code.rsplit('.', 1)[1]}-{len(content)}")
+    signer = signer_for(
+        live_server,
+        live_server.services.keys.resolve(f"bad-input-{code.rsplit('.', 1)[1]}-{len(content)}"),
+    )
+    src = tmp_path / "in.pdf"
+    src.write_bytes(content)
+    with pytest.raises(BadInputError) as caught:
+        signer.sign(src, tmp_path / "out.pdf", SignOptions(level=Level.B_B))
+    assert caught.value.code == code
+    assert src.read_bytes() == content
+    _no_output_left(tmp_path)
+
+
+def test_encrypted_missing_and_same_file_are_refused(
+    live_server: LiveServer, source: Path, tmp_path: Path
+) -> None:
+    from pyhanko.pdf_utils.crypt import StandardSecurityHandler
+
+    _issue(live_server, "misc-refusals")
+    signer = signer_for(live_server, live_server.services.keys.resolve("misc-refusals"))
+    writer = PdfFileWriter()
+    writer.insert_page(
+        PageObject(contents=writer.add_object(generic.StreamObject(stream_data=b"")), media_box=A4)
+    )
+    writer.security_handler = StandardSecurityHandler.build_from_pw("owner", "user")
+    writer._assign_security_handler(writer.security_handler)
+    encrypted = tmp_path / "in.pdf"
+    out = BytesIO()
+    writer.write(out)
+    encrypted.write_bytes(out.getvalue())
+    with pytest.raises(BadInputError) as caught:
+        signer.sign(encrypted, tmp_path / "out.pdf", SignOptions(level=Level.B_B))
+    assert caught.value.code == "signer.input.encrypted"
+    with pytest.raises(BadInputError) as caught:
+        signer.sign(tmp_path / "nope.pdf", tmp_path / "out.pdf", SignOptions(level=Level.B_B))
+    assert caught.value.code == "signer.input.missing"
+    copy = tmp_path / "in.pdf"
+    with pytest.raises(BadInputError) as caught:
+        signer.sign(copy, copy, SignOptions(level=Level.B_B))
+    assert caught.value.code == "signer.output.is_input"
+    with pytest.raises(BadInputError) as caught:
+        signer.sign(source, tmp_path / "no-such-dir" / "out.pdf", SignOptions(level=Level.B_B))
+    assert caught.value.code == "signer.output.no_dir"
+    _no_output_left(tmp_path)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def _kyso(live_server: LiveServer, *args: object, env: dict[str, str] | None = None):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PASSPHRASE
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("KYSO_")}
+    full.update(
+        KYSO_DATA_DIR=str(live_server.services.settings.data_dir),
+        KYSO_KEY_PASSPHRASE=PASSPHRASE,
+        KYSO_PUBLIC_URL=live_server.url,
+        KYSO_LOCALE="en",
+        COLUMNS="200",
+    )
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kyso", *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        env=full,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+
+
+def test_cli_sign_extend_timestamp_and_exit_codes(
+    live_server: LiveServer, nss_db: Path, source: Path, tmp_path: Path
+) -> None:
+    _issue(live_server, "cli-signer")
+    out = tmp_path / "signed.pdf"
+    proc = _kyso(live_server, "sign", source, out, "--key", "cli-signer", "--level", "B-LT")
+    assert proc.returncode == 0, proc.stderr
+    assert "at B-LT" in proc.stdout and "Nguyễn Văn An" in proc.stdout
+    assert _level_of(out.read_bytes()) is Level.B_LT
+    lta = tmp_path / "lta.pdf"
+    proc = _kyso(live_server, "extend", out, lta, "--level", "B-LTA")
+    assert proc.returncode == 0, proc.stderr
+    assert _level_of(lta.read_bytes()) is Level.B_LTA
+    stamped = tmp_path / "stamped.pdf"
+    assert _kyso(live_server, "timestamp", source, stamped).returncode == 0
+    assert "Signature is Valid." in _pdfsig(nss_db, out)
+
+    # exit codes: 3 bad input, 4 certificate refused, 5 no TSA, 1 unknown key
+    junk = tmp_path / "junk.pdf"
+    junk.write_text("not a pdf")
+    proc = _kyso(live_server, "sign", junk, tmp_path / "x.pdf", "--key", "cli-signer")
+    assert proc.returncode == 3 and "is not a PDF" in proc.stderr
+    issued = _issue(live_server, "cli-revoked")
+    live_server.services.pki.revoke(
+        issued.certificate.serial_number, reason=x509.ReasonFlags.superseded
+    )
+    proc = _kyso(live_server, "sign", source, tmp_path / "x.pdf", "--key", "cli-revoked")
+    assert proc.returncode == 4 and "revoked" in proc.stderr
+    dead = {
+        "KYSO_TSA_URLS": '["http://127.0.0.1:9/tsa"]',
+        "KYSO_TSA_TIMEOUT": "0.5",
+        "KYSO_TSA_RETRIES": "0",
+    }
+    proc = _kyso(live_server, "sign", source, tmp_path / "x.pdf", "--key", "cli-signer", env=dead)
+    assert proc.returncode == 5 and "--fallback-b-b" in proc.stderr
+    proc = _kyso(
+        live_server,
+        "sign",
+        source,
+        tmp_path / "x.pdf",
+        "--key",
+        "cli-signer",
+        "--fallback-b-b",
+        env=dead,
+    )
+    assert proc.returncode == 0 and "B-B" in proc.stdout + proc.stderr
+    (tmp_path / "x.pdf").unlink()
+    proc = _kyso(live_server, "sign", source, tmp_path / "x.pdf", "--key", "no-such-key")
+    assert proc.returncode == 1 and "no-such-key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.pdf").exists()
+
+
+def test_cli_batch_signs_every_file_with_one_key_and_reports_failures(
+    live_server: LiveServer, source: Path, tmp_path: Path
+) -> None:
+    _issue(live_server, "batch-signer", "ec-p256")
+    inputs = []
+    for n in range(4):
+        path = tmp_path / f"doc-{n}.pdf"
+        path.write_bytes(make_pdf(n + 1))
+        inputs.append(path)
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7 broken")
+    out_dir = tmp_path / "signed"
+    out_dir.mkdir()
+    proc = _kyso(
+        live_server, "sign", "--out-dir", out_dir, "--key", "batch-signer", *inputs, broken
+    )
+    assert proc.returncode == 3, proc.stderr  # the worst outcome of the batch
+    assert "Signed 4 of 5 files" in proc.stdout
+    assert "broken.pdf" in proc.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == [f"doc-{n}.pdf" for n in range(4)]
+    for n in range(4):
+        assert _level_of((out_dir / f"doc-{n}.pdf").read_bytes()) is Level.B_T
