@@ -159,6 +159,14 @@ def _issue(
         f"  valid     {cert.not_valid_before_utc:%Y-%m-%d} → {cert.not_valid_after_utc:%Y-%m-%d}"
     )
     out.print(f"  key       {issued.key_uri}", highlight=False)
+    image = services.image_path(issued.label)
+    if not image.exists():
+        # a made-up image so the tour works; 'kyso keys image' replaces it with the real one
+        from kyso.signer.appearance import demo_seal_png, demo_signature_png
+
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.write_bytes(demo_seal_png(name) if kind == "org" else demo_signature_png(name))
+        out.print(t("cli.issue.demo_image", path=str(image)))
     out.print(t("cli.issue.label", label=issued.label), highlight=False)
 
 
@@ -398,6 +406,28 @@ def keys_list() -> None:
         _fail(exc)
     for label, uri in labels:
         out.print(f"{label:32} {uri}", highlight=False)
+
+
+@keys_app.command("image")
+def keys_image(
+    label: Annotated[str, typer.Argument(help="Key label")],
+    png: Annotated[Path, typer.Argument(help="PNG with a transparent background")],
+) -> None:
+    """Keep the official's signature image (blue) or the agency's seal image (red) for a key:
+    'kyso sign' draws it (Decree 30/2020 Appendix I)."""
+    services = _services()
+    try:
+        services.keys.resolve(label)
+        data = png.read_bytes()
+    except KysoError as exc:
+        _fail(exc)
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        err.print(f"{t('cli.error')} {t('cli.keys.not_png', path=str(png))}")
+        raise typer.Exit(3)
+    target = services.image_path(label)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    out.print(t("cli.keys.image_set", label=label, path=str(target)))
 
 
 @app.command("serve")

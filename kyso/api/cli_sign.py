@@ -8,6 +8,7 @@ output = input...); 4 certificate refused (revoked, expired, untrusted, no signi
 from __future__ import annotations
 
 import asyncio
+import enum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,9 +18,29 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kyso.api.services import Services
 from kyso.api.settings import get_settings
+from kyso.certs.identity import identity_of
 from kyso.errors import KysoError
 from kyso.i18n import set_locale, t
-from kyso.signer.errors import BadInputError, CertificateRefusedError, TimestampUnavailableError
+from kyso.signer.appearance import (
+    Appearance,
+    PersonAppearance,
+    Placement,
+    SealAppearance,
+    TextStampAppearance,
+)
+from kyso.signer.errors import (
+    AppearanceError,
+    BadInputError,
+    CertificateRefusedError,
+    SigningError,
+    TimestampUnavailableError,
+)
+from kyso.signer.register import (
+    fill_register_fields,
+    parse_date,
+    parse_number,
+    read_register_fields,
+)
 from kyso.signer.sign import DocumentSigner, Level, SignOptions, SignResult
 
 out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
@@ -69,6 +90,55 @@ def _fail(exc: KysoError, path: Path | None = None) -> int:
 LevelOpt = Annotated[Level, typer.Option("--level", help="PAdES level to reach")]
 
 
+class Role(enum.StrEnum):
+    person = "person"
+    agency = "agency"
+    attachment = "attachment"
+    copy = "copy"
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(t("cli.sign.bad_box", box=text)) from None
+    return (x1, y1, x2, y2)
+
+
+def _appearance(
+    services: Services,
+    signer: DocumentSigner,
+    key: str,
+    role: Role | None,
+    image: Path | None,
+    stamp_lines: list[str],
+) -> Appearance:
+    """The Decree 30 appearance for ``role`` (default: from the certificate's identity)."""
+    if role is None:
+        kind = identity_of(signer.key.certificate).kind if signer.key is not None else "person"
+        role = Role.agency if kind == "organisation" else Role.person
+    if role in (Role.attachment, Role.copy):
+        if not stamp_lines:
+            raise SigningError("cli.sign.stamp_lines_needed", role=str(role))
+        return TextStampAppearance(stamp_lines)
+    if image is None:
+        label = signer.key.label if signer.key is not None else key
+        image = services.image_path(label)
+        if not image.is_file():
+            raise AppearanceError("cli.sign.no_image", label=label, path=str(image))
+    try:
+        data = image.read_bytes()
+    except OSError as exc:
+        raise BadInputError(
+            "signer.input.unreadable", path=str(image), reason=exc.strerror or str(exc)
+        ) from None
+    return SealAppearance(data) if role is Role.agency else PersonAppearance(data)
+
+
+def _is_person(signer: DocumentSigner) -> bool:
+    return signer.key is not None and identity_of(signer.key.certificate).kind == "person"
+
+
 def sign(
     files: Annotated[
         list[Path], typer.Argument(help="IN.pdf OUT.pdf, or with --out-dir: IN.pdf...")
@@ -81,6 +151,30 @@ def sign(
     invisible: Annotated[
         bool, typer.Option("--invisible", help="Sign without a visible appearance")
     ] = False,
+    role: Annotated[
+        Role | None,
+        typer.Option(
+            help="person: signature image between title and name; agency: red seal over the "
+            "person's signature; attachment/copy: top-right text (default: from the certificate)"
+        ),
+    ] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(help="Signature or seal PNG (default: the image kept for the key)"),
+    ] = None,
+    stamp_line: Annotated[
+        list[str] | None,
+        typer.Option(help="attachment/copy: a line of the text stamp (repeat the option)"),
+    ] = None,
+    page: Annotated[
+        int | None, typer.Option(help="Page for --box (1 = first, -1 = last)")
+    ] = None,
+    box: Annotated[
+        str | None, typer.Option(help="Signature box x1,y1,x2,y2 in PDF points")
+    ] = None,
+    anchor: Annotated[
+        str | None, typer.Option(help="Place the signature at this text of the page")
+    ] = None,
     field: Annotated[str | None, typer.Option("--field", help="Signature field name")] = None,
     reason: Annotated[str | None, typer.Option(help="Reason written in the signature")] = None,
     location: Annotated[str | None, typer.Option(help="Location written in the signature")] = None,
@@ -90,25 +184,58 @@ def sign(
             "--fallback-b-b", help="If no timestamp authority answers, sign at B-B and say so"
         ),
     ] = False,
+    register_fields: Annotated[
+        bool,
+        typer.Option(
+            "--register-fields/--no-register-fields",
+            help="person: add the empty number and date fields the clerk fills (kyso register)",
+        ),
+    ] = True,
 ) -> None:
-    """Sign PDFs (PAdES B-B, B-T, B-LT or B-LTA) with a key from the file store or a token."""
+    """Sign PDFs (PAdES B-B, B-T, B-LT or B-LTA) as Decree 30/2020 describes, with a key from
+    the file store or a token."""
     if out_dir is None and len(files) != 2:
         err.print(t("cli.sign.usage"))
         raise typer.Exit(2)
     if out_dir is not None and not out_dir.is_dir():
         err.print(f"{t('cli.error')} {t('signer.output.no_dir', path=str(out_dir))}")
         raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        services = _services()
+        signer = services.document_signer(key)
+        placement = None
+        if box is not None:
+            index = None if page is None else (page - 1 if page > 0 else page)
+            placement = Placement.at(_box(box), page=index)
+        elif anchor is not None:
+            placement = Placement.near_text(anchor)
+        appearance = (
+            None
+            if invisible
+            else _appearance(services, signer, key, role, image, stamp_line or [])
+        )
+    except KysoError as exc:
+        raise typer.Exit(_fail(exc)) from None
+    is_person = isinstance(appearance, PersonAppearance) or (
+        appearance is None and role in (None, Role.person) and _is_person(signer)
+    )
     options = SignOptions(
         level=level,
         field_name=field,
         reason=reason,
         location=location,
         fallback_to_b_b=fallback_b_b,
+        appearance=appearance,
+        placement=placement,
+        register_fields=is_person and register_fields,
     )
-    try:
-        signer = _services().document_signer(key)
-    except KysoError as exc:
-        raise typer.Exit(_fail(exc)) from None
+    if isinstance(appearance, SealAppearance) and out_dir is None:
+        try:
+            number, date = read_register_fields(files[0])
+        except KysoError:
+            number = date = None
+        if number is None or date is None:
+            err.print(t("cli.sign.not_registered", path=str(files[0])))
     if out_dir is None:
         try:
             _report(signer.sign(files[0], files[1], options))
@@ -175,7 +302,31 @@ def timestamp(
     out.print(t("cli.timestamp.done", path=str(result.output)))
 
 
+def register_number(
+    source: Annotated[Path, typer.Argument(help="The PDF the competent person signed")],
+    target: Annotated[Path, typer.Argument(help="Where to write the registered PDF")],
+    number: Annotated[str, typer.Option("--number", help="Number in the year, e.g. 15")],
+    symbol: Annotated[str, typer.Option("--symbol", help="Symbol, e.g. QĐ-UBND")],
+    date: Annotated[
+        str | None, typer.Option("--date", help="Issue date YYYY-MM-DD (default: today)")
+    ] = None,
+    place: Annotated[str | None, typer.Option(help="Place before the date, e.g. Hà Nội")] = None,
+) -> None:
+    """The clerk's step (Decree 30/2020 Art. 15): write "Số: 15/QĐ-UBND" and the date into the
+    fields prepared when the person signed, as permitted form filling."""
+    _services()  # locale
+    try:
+        issued = parse_date(date) if date is not None else None
+        number_line, date_line = fill_register_fields(
+            source, target, number=parse_number(number), symbol=symbol, issued=issued, place=place
+        )
+    except KysoError as exc:
+        raise typer.Exit(_fail(exc)) from None
+    out.print(t("cli.register.done", path=str(target), number=number_line, date=date_line))
+
+
 def register(app: typer.Typer) -> None:
+    app.command("register")(register_number)
     app.command("sign")(sign)
     app.command("extend")(extend)
     app.command("timestamp")(timestamp)

@@ -188,6 +188,10 @@ class Services:
             )
         return LocalTimeStamper(self.tsa)
 
+    def image_path(self, label: str) -> Path:
+        """The signature (person) or seal (agency) image kept for key ``label``."""
+        return self.settings.data_dir / "images" / f"{label}.png"
+
     def document_signer(self, key: str | None) -> DocumentSigner:
         """A signer for the key named ``key`` (a label or URI), opened once; None for
         operations that sign only with the TSA (extension, document timestamps)."""

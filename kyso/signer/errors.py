@@ -27,3 +27,10 @@ class TimestampUnavailableError(SigningError):
     """No timestamp authority answered, and falling back to B-B was not asked for."""
 
     code = "signer.tsa.unavailable"
+
+
+class AppearanceError(BadInputError):
+    """A visible signature cannot be placed or drawn as asked (box outside the page, anchor
+    text not found, unusable image...); nothing was written."""
+
+    code = "signer.appearance.error"

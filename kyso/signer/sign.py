@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from asn1crypto import crl as asn1_crl
 from asn1crypto import ocsp as asn1_ocsp
@@ -50,12 +50,20 @@ from pyhanko_certvalidator.fetchers.api import FetcherBackend
 from kyso.certs.errors import TSAError
 from kyso.certs.keys import KeyHandle
 from kyso.errors import KysoError
+from kyso.signer.appearance import (
+    PersonAppearance,
+    Placement,
+    SealAppearance,
+    TextStampAppearance,
+    prepare_visible_signature,
+)
 from kyso.signer.errors import (
     BadInputError,
     CertificateRefusedError,
     SigningError,
     TimestampUnavailableError,
 )
+from kyso.signer.register import add_register_fields
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +103,7 @@ class SignOptions:
     """The PAdES level to reach."""
 
     field_name: str | None = None
-    """Signature field to create (or fill, when it exists empty); generated when None."""
+    """Signature field to create (or sign, when it exists empty); generated when None."""
 
     reason: str | None = None
     location: str | None = None
@@ -107,13 +115,22 @@ class SignOptions:
     fallback_to_b_b: bool = False
     """When no TSA answers: sign at B-B and say so, instead of failing (only when asked)."""
 
-    stamp_style: Any = None
-    """pyhanko stamp style of a visible signature (from :mod:`kyso.signer.appearance`);
-    None signs without appearance (invisible)."""
+    appearance: PersonAppearance | SealAppearance | TextStampAppearance | None = None
+    """How the signature looks (Decree 30 Appendix I, :mod:`kyso.signer.appearance`); None
+    signs invisibly."""
 
-    new_field_spec: fields.SigFieldSpec | None = None
-    """Where a visible signature's new field goes; None: an invisible field (or the existing
-    field named ``field_name``)."""
+    placement: Placement | None = None
+    """Where a visible signature goes; None: the appearance's sensible default (the signer's
+    printed name on the last page, the person's signature for a seal, top right for a stamp)."""
+
+    register_fields: bool = False
+    """Add the empty number and date fields (``so_hieu``, ``ngay_ban_hanh``) in the same
+    revision as this signature, for the clerk to fill afterwards as permitted form filling
+    (:mod:`kyso.signer.register`): what the competent person's signature does."""
+
+    register_page: int = 0
+    register_number_box: tuple[float, float, float, float] | None = None
+    register_date_box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +196,7 @@ def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
 MAX_HEADER_OFFSET = 1024  # a PDF header may follow some junk (PDF 32000-1 §7.5.2 tolerance)
 
 
-def open_pdf(path: Path) -> IO[bytes]:
+def open_pdf(path: Path) -> BinaryIO:
     """Open ``path`` for reading after checking that it looks like an unencrypted PDF."""
     try:
         handle = path.open("rb")
@@ -229,7 +246,7 @@ async def atomic_output(target: Path) -> AsyncIterator[IO[bytes]]:
         raise
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
     except OSError:
@@ -309,7 +326,7 @@ class DocumentSigner:
     async def async_sign(self, source: Path, target: Path, options: SignOptions) -> SignResult:
         """Sign ``source`` into ``target`` at ``options.level``."""
         source, target = Path(source), Path(target)
-        if _same_file(source, target):
+        if same_file(source, target):
             raise BadInputError("signer.output.is_input", path=str(target))
         self.check_certificate()
         warnings: list[str] = []
@@ -355,7 +372,7 @@ class DocumentSigner:
             extra_certs=[self._key().certificate, *self._key().chain],
         )
         with open_pdf(source) as handle:
-            field_name = options.field_name or _free_field_name(PdfFileReader(handle, strict=False))
+            field_name, appearance_kwargs = resolve_field(handle, options, self._key().certificate)
         meta = signers.PdfSignatureMetadata(
             field_name=field_name,
             md_algorithm=options.md_algorithm,
@@ -372,8 +389,7 @@ class DocumentSigner:
             meta,
             signer=self._signer(),
             timestamper=timestamper if level.timestamped else None,
-            stamp_style=options.stamp_style,
-            new_field_spec=options.new_field_spec,
+            **appearance_kwargs,
         )
         with open_pdf(source) as handle:
             try:
@@ -382,6 +398,13 @@ class DocumentSigner:
                 raise BadInputError(
                     "signer.input.damaged", path=str(source), reason=str(exc)
                 ) from None
+            if options.register_fields:
+                add_register_fields(
+                    writer,
+                    page=options.register_page,
+                    number_box=options.register_number_box,
+                    date_box=options.register_date_box,
+                )
             async with atomic_output(target) as out:
                 await self._guard(pdf_signer.async_sign_pdf(writer, output=out))
 
@@ -411,7 +434,7 @@ class DocumentSigner:
 
     async def _extend(self, source: Path, target: Path, level: Level) -> SignResult:
         source, target = Path(source), Path(target)
-        if _same_file(source, target):
+        if same_file(source, target):
             raise BadInputError("signer.output.is_input", path=str(target))
         if not level.long_term:
             raise SigningError("signer.extend.level", level=str(level))
@@ -472,7 +495,7 @@ class DocumentSigner:
 
     async def _timestamp(self, source: Path, target: Path) -> SignResult:
         source, target = Path(source), Path(target)
-        if _same_file(source, target):
+        if same_file(source, target):
             raise BadInputError("signer.output.is_input", path=str(target))
         if self.timestamper is None:
             raise TimestampUnavailableError("signer.tsa.none_configured")
@@ -519,6 +542,31 @@ def _map_error(exc: BaseException) -> KysoError | TimestampRequestError | None:
     if isinstance(exc, PdfError):
         return BadInputError("signer.input.damaged", path="", reason=reason)
     return None
+
+
+def resolve_field(
+    pdf: BinaryIO, options: SignOptions, certificate: x509.Certificate
+) -> tuple[str, dict[str, Any]]:
+    """The signature field to sign and the ``PdfSigner`` keyword arguments that draw it
+    (none for an invisible signature)."""
+    if options.appearance is None and options.placement is None:
+        reader = PdfFileReader(pdf, strict=False)
+        name = options.field_name or _free_field_name(reader)
+        pdf.seek(0)
+        return name, {}
+    visible = prepare_visible_signature(
+        pdf,
+        options.appearance,
+        options.placement,
+        field_name=options.field_name,
+        signer_name=_common_name(certificate),
+    )
+    return visible.field_name, visible.pdf_signer_kwargs()
+
+
+def _common_name(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def _free_field_name(reader: PdfFileReader, prefix: str = "Signature") -> str:

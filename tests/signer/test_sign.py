@@ -455,7 +455,13 @@ def _kyso(live_server: LiveServer, *args: object, env: dict[str, str] | None = N
 def test_cli_sign_extend_timestamp_and_exit_codes(
     live_server: LiveServer, nss_db: Path, source: Path, tmp_path: Path
 ) -> None:
+    from kyso.signer.appearance import demo_signature_png
+
     _issue(live_server, "cli-signer")
+    image = tmp_path / "chu-ky.png"
+    image.write_bytes(demo_signature_png("Nguyễn Văn An"))
+    proc = _kyso(live_server, "keys", "image", "cli-signer", image)
+    assert proc.returncode == 0, proc.stderr
     out = tmp_path / "signed.pdf"
     proc = _kyso(live_server, "sign", source, out, "--key", "cli-signer", "--level", "B-LT")
     assert proc.returncode == 0, proc.stderr
@@ -478,7 +484,9 @@ def test_cli_sign_extend_timestamp_and_exit_codes(
     live_server.services.pki.revoke(
         issued.certificate.serial_number, reason=x509.ReasonFlags.superseded
     )
-    proc = _kyso(live_server, "sign", source, tmp_path / "x.pdf", "--key", "cli-revoked")
+    proc = _kyso(
+        live_server, "sign", source, tmp_path / "x.pdf", "--key", "cli-revoked", "--invisible"
+    )
     assert proc.returncode == 4 and "revoked" in proc.stderr
     dead = {
         "KYSO_TSA_URLS": '["http://127.0.0.1:9/tsa"]',
@@ -499,7 +507,9 @@ def test_cli_sign_extend_timestamp_and_exit_codes(
     )
     assert proc.returncode == 0 and "B-B" in proc.stdout + proc.stderr
     (tmp_path / "x.pdf").unlink()
-    proc = _kyso(live_server, "sign", source, tmp_path / "x.pdf", "--key", "no-such-key")
+    proc = _kyso(
+        live_server, "sign", source, tmp_path / "x.pdf", "--key", "no-such-key", "--invisible"
+    )
     assert proc.returncode == 1 and "no-such-key" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "x.pdf").exists()
@@ -519,7 +529,15 @@ def test_cli_batch_signs_every_file_with_one_key_and_reports_failures(
     out_dir = tmp_path / "signed"
     out_dir.mkdir()
     proc = _kyso(
-        live_server, "sign", "--out-dir", out_dir, "--key", "batch-signer", *inputs, broken
+        live_server,
+        "sign",
+        "--out-dir",
+        out_dir,
+        "--key",
+        "batch-signer",
+        "--invisible",
+        *inputs,
+        broken,
     )
     assert proc.returncode == 3, proc.stderr  # the worst outcome of the batch
     assert "Signed 4 of 5 files" in proc.stdout
@@ -527,3 +545,84 @@ def test_cli_batch_signs_every_file_with_one_key_and_reports_failures(
     assert sorted(p.name for p in out_dir.iterdir()) == [f"doc-{n}.pdf" for n in range(4)]
     for n in range(4):
         assert _level_of((out_dir / f"doc-{n}.pdf").read_bytes()) is Level.B_T
+
+
+def test_cli_person_then_agency_seal_look_as_decree_30_says(
+    live_server: LiveServer, nss_db: Path, source: Path, tmp_path: Path
+) -> None:
+    """The official's blue signature, then the agency's red seal over its left third: both
+    signatures valid for pyhanko and pdfsig, and the seal really drawn where it should be."""
+    services = live_server.services
+    _issue(live_server, "cli-official")
+    services.pki.issue(
+        kind="org",
+        subject=identity.organisation_subject("UBND Quận Long Biên", ids=["MST:0101234568"]),
+        label="cli-agency",
+    )
+    from kyso.signer.appearance import demo_seal_png, demo_signature_png
+
+    services.image_path("cli-official").parent.mkdir(parents=True, exist_ok=True)
+    services.image_path("cli-official").write_bytes(demo_signature_png("Nguyễn Văn An"))
+    services.image_path("cli-agency").write_bytes(demo_seal_png("UBND QUẬN LONG BIÊN"))
+    person, numbered = tmp_path / "person.pdf", tmp_path / "numbered.pdf"
+    sealed = tmp_path / "sealed.pdf"
+    proc = _kyso(live_server, "sign", source, person, "--key", "cli-official")
+    assert proc.returncode == 0, proc.stderr
+    proc = _kyso(
+        live_server,
+        "register",
+        person,
+        numbered,
+        "--number",
+        "15",
+        "--symbol",
+        "QĐ-UBND",
+        "--date",
+        "2026-11-20",
+        "--place",
+        "Hà Nội",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Số: 15/QĐ-UBND" in proc.stdout
+    proc = _kyso(
+        live_server, "register", person, tmp_path / "x.pdf", "--number", "15", "--symbol", "QĐ UBND"
+    )
+    assert proc.returncode != 0 and not (tmp_path / "x.pdf").exists()
+    proc = _kyso(live_server, "sign", numbered, sealed, "--key", "cli-agency", "--level", "B-LTA")
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr  # numbered before the seal, as Decree 30 wants
+    text = run("pdftotext", "-f", "1", "-l", "1", sealed, "-").stdout
+    assert "Số: 15/QĐ-UBND" in text and "Hà Nội, ngày 20 tháng 11 năm 2026" in text
+    statuses = asyncio.run(_validate(live_server, sealed.read_bytes()))
+    from pyhanko.sign.diff_analysis import ModificationLevel
+
+    person_status = statuses[0]
+    assert person_status.modification_level == ModificationLevel.FORM_FILLING  # type: ignore[attr-defined]
+    assert person_status.docmdp_ok  # type: ignore[attr-defined]
+    report = _pdfsig(nss_db, sealed)
+    assert report.count("Signature is Valid.") == 2 and report.count("Certificate is Trusted.") == 2
+    # render the last page: blue signature pixels, red seal pixels overlapping on the left
+    require_tool("pdftoppm")
+    run("pdftoppm", "-r", "50", "-png", "-f", "2", "-l", "2", sealed, tmp_path / "page")
+    from PIL import Image
+
+    [png] = list(tmp_path.glob("page*.png"))
+    img = Image.open(png).convert("RGB")
+    blue = [
+        (x, y)
+        for x in range(img.width)
+        for y in range(img.height)
+        if (lambda p: p[2] > 120 and p[0] < 90 and p[1] < 140)(img.getpixel((x, y)))
+    ]
+    red = [
+        (x, y)
+        for x in range(img.width)
+        for y in range(img.height)
+        if (lambda p: p[0] > 150 and p[1] < 90 and p[2] < 90)(img.getpixel((x, y)))
+    ]
+    assert blue and red
+    blue_left = min(x for x, _ in blue)
+    blue_right = max(x for x, _ in blue)
+    red_left = min(x for x, _ in red)
+    red_right = max(x for x, _ in red)
+    assert red_left < blue_left < red_right < blue_right  # the seal overlaps the left part
