@@ -305,22 +305,7 @@ class DocumentSigner:
     def check_certificate(self) -> None:
         """Refuse a certificate that is not valid now or has no signing key usage (the chain
         and revocation are checked by pyhanko's pre-sign validation)."""
-        cert = self._key().certificate
-        now = self.clock()
-        if now < cert.not_valid_before_utc:
-            raise CertificateRefusedError(
-                "signer.cert.not_yet_valid", since=cert.not_valid_before_utc.isoformat()
-            )
-        if now > cert.not_valid_after_utc:
-            raise CertificateRefusedError(
-                "signer.cert.expired", until=cert.not_valid_after_utc.isoformat()
-            )
-        try:
-            usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-        except x509.ExtensionNotFound:
-            return  # no KeyUsage: any usage (RFC 5280 §4.2.1.3)
-        if not (usage.digital_signature or usage.content_commitment):
-            raise CertificateRefusedError("signer.cert.key_usage")
+        check_certificate(self._key().certificate, self.clock())
 
     # -- signing ---------------------------------------------------------------------------
     async def async_sign(self, source: Path, target: Path, options: SignOptions) -> SignResult:
@@ -415,8 +400,8 @@ class DocumentSigner:
         except (KysoError, TimestampRequestError):
             raise
         except Exception as exc:
-            for cause in _causes(exc):
-                mapped = _map_error(cause)
+            for cause in causes(exc):
+                mapped = map_error(cause)
                 if mapped is not None:
                     raise mapped from exc
             raise SigningError("signer.failed", reason=str(exc)) from exc
@@ -516,7 +501,25 @@ class DocumentSigner:
         )
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
+def check_certificate(cert: x509.Certificate, now: dt.datetime) -> None:
+    """Refuse a certificate not valid at ``now`` or without a signing key usage."""
+    if now < cert.not_valid_before_utc:
+        raise CertificateRefusedError(
+            "signer.cert.not_yet_valid", since=cert.not_valid_before_utc.isoformat()
+        )
+    if now > cert.not_valid_after_utc:
+        raise CertificateRefusedError(
+            "signer.cert.expired", until=cert.not_valid_after_utc.isoformat()
+        )
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return  # no KeyUsage: any usage (RFC 5280 §4.2.1.3)
+    if not (usage.digital_signature or usage.content_commitment):
+        raise CertificateRefusedError("signer.cert.key_usage")
+
+
+def causes(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from, outermost first."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
@@ -526,7 +529,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _map_error(exc: BaseException) -> KysoError | TimestampRequestError | None:
+def map_error(exc: BaseException) -> KysoError | TimestampRequestError | None:
     """kyso's error for a pyhanko/certvalidator one, or None to keep looking."""
     reason = str(exc)
     if isinstance(exc, TSAError | TimestampRequestError):
