@@ -325,7 +325,85 @@ def register_number(
     out.print(t("cli.register.done", path=str(target), number=number_line, date=date_line))
 
 
+def prepare_external(
+    source: Annotated[Path, typer.Argument(help="The PDF to sign")],
+    cert: Annotated[
+        Path, typer.Option("--cert", help="Signer certificate (PEM/DER), then its issuers")
+    ],
+    level: LevelOpt = Level.B_T,
+) -> None:
+    """Two-phase signing, step 1 (USB token, remote signer): print, as JSON, what the key must
+    sign and a handle (an invisible signature). The key never comes near kyso; finish with
+    'kyso complete' within 15 minutes."""
+    import base64
+    import json
+
+    from kyso.certs.trust import load_certificates
+    from kyso.signer import external
+
+    services = _services()
+    try:
+        certs = load_certificates(cert)
+        work_dir = services.pending_dir()
+        prepared = external.prepare_sync(
+            source,
+            certificate=certs[0],
+            chain=certs[1:],
+            options=SignOptions(level=level),
+            revocation=services.revocation_context(),
+            timestamper=services.timestamper(),
+            work_dir=work_dir,
+        )
+    except KysoError as exc:
+        raise typer.Exit(_fail(exc)) from None
+    body = {
+        "handle": prepared.handle,
+        "signed_attributes": base64.b64encode(prepared.signed_attributes).decode(),
+        "digest": base64.b64encode(prepared.digest).decode(),
+        "digest_algorithm": prepared.digest_algorithm,
+        "signature_algorithm": prepared.signature_algorithm,
+        "expires_at": prepared.expires_at.isoformat(),
+    }
+    print(json.dumps(body, indent=2))
+
+
+def complete_external(
+    handle: Annotated[str, typer.Argument(help="The handle 'kyso prepare' printed")],
+    target: Annotated[Path, typer.Argument(help="Where to write the signed PDF")],
+    cert: Annotated[Path, typer.Option("--cert", help="The same signer certificate")],
+    signature: Annotated[
+        Path | None, typer.Option(help="Raw signature value over the signed attributes")
+    ] = None,
+    cms: Annotated[Path | None, typer.Option(help="Or a whole CMS SignedData (DER)")] = None,
+) -> None:
+    """Two-phase signing, step 2: check the signature (or CMS) and write the signed PDF."""
+    from kyso.certs.trust import load_certificates
+    from kyso.signer import external
+
+    services = _services()
+    try:
+        certificate = load_certificates(cert)[0]
+        result = external.complete_sync(
+            handle,
+            signature=signature.read_bytes() if signature is not None else None,
+            cms=cms.read_bytes() if cms is not None else None,
+            certificate=certificate,
+            target=target,
+            work_dir=services.pending_dir(),
+            revocation=services.revocation_context(),
+            timestamper=services.timestamper(),
+        )
+    except OSError as exc:
+        err.print(f"{t('cli.error')} {t('cli.os_error', path=exc.filename or '', reason=exc)}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except KysoError as exc:
+        raise typer.Exit(_fail(exc)) from None
+    _report(result)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("prepare")(prepare_external)
+    app.command("complete")(complete_external)
     app.command("register")(register_number)
     app.command("sign")(sign)
     app.command("extend")(extend)

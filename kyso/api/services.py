@@ -188,6 +188,12 @@ class Services:
             )
         return LocalTimeStamper(self.tsa)
 
+    def pending_dir(self) -> Path:
+        """Where prepared two-phase signatures wait for their signature value."""
+        path = self.settings.data_dir / "pending"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
     def image_path(self, label: str) -> Path:
         """The signature (person) or seal (agency) image kept for key ``label``."""
         return self.settings.data_dir / "images" / f"{label}.png"

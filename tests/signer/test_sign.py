@@ -626,3 +626,65 @@ def test_cli_person_then_agency_seal_look_as_decree_30_says(
     red_left = min(x for x, _ in red)
     red_right = max(x for x, _ in red)
     assert red_left < blue_left < red_right < blue_right  # the seal overlaps the left part
+
+
+def test_cli_two_phase_signing_with_a_separate_key_holder(
+    live_server: LiveServer, nss_db: Path, source: Path, tmp_path: Path
+) -> None:
+    """kyso prepare → a separate program holding the key signs → kyso complete."""
+    import json
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    issued = _issue(live_server, "usb-token-user", "ec-p256")
+    key_pem = tmp_path / "token-key.pem"
+    key = live_server.services.keys.resolve("usb-token-user").private_key()
+    key_pem.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    cert_pem = tmp_path / "cert.pem"
+    cert_pem.write_bytes(
+        b"".join(c.public_bytes(Encoding.PEM) for c in (issued.certificate, *issued.chain))
+    )
+    proc = _kyso(live_server, "prepare", source, "--cert", cert_pem, "--level", "B-LT")
+    assert proc.returncode == 0, proc.stderr
+    prepared = json.loads(proc.stdout)
+    client = Path(__file__).with_name("external_client.py")
+    signed = subprocess.run(
+        [
+            sys.executable,
+            str(client),
+            "--key",
+            str(key_pem),
+            "--signed-attrs",
+            prepared["signed_attributes"],
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    signature = tmp_path / "signature.bin"
+    import base64
+
+    signature.write_bytes(base64.b64decode(signed))
+    out = tmp_path / "signed.pdf"
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x00" * 64)
+    proc = _kyso(
+        live_server, "complete", prepared["handle"], out, "--cert", cert_pem, "--signature", bad
+    )
+    assert proc.returncode != 0 and not out.exists()
+    proc = _kyso(
+        live_server,
+        "complete",
+        prepared["handle"],
+        out,
+        "--cert",
+        cert_pem,
+        "--signature",
+        signature,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _level_of(out.read_bytes()) is Level.B_LT
+    report = _pdfsig(nss_db, out)
+    assert "Signature is Valid." in report and "Certificate is Trusted." in report
