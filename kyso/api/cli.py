@@ -71,16 +71,7 @@ def _settings() -> Settings:
 
 def _who(cert: x509.Certificate) -> str:
     """A short human description of a certificate's subject: name, organisation, ids."""
-    who = identity.identity_of(cert)
-    parts = [who.common_name or cert.subject.rfc4514_string()]
-    if who.title:
-        parts.append(who.title)
-    if who.organisation:
-        parts.append(who.organisation)
-    text = ", ".join(parts)
-    if who.ids:
-        text += " (" + ", ".join(str(i) for i in who.ids) + ")"
-    return text
+    return identity.display_name(cert)
 
 
 def _fail(exc: KysoError) -> NoReturn:

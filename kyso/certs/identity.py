@@ -647,3 +647,18 @@ def identity_of(cert: x509.Certificate) -> VNIdentity:
         ids=tuple(ids),
         kind=_kind(uids, embedded, person_attribute),
     )
+
+
+def display_name(cert: x509.Certificate) -> str:
+    """Who a certificate names, as a person reads it: name, title, organisation, identity
+    numbers — ``Nguyễn Văn An, Chủ tịch, UBND Quận Long Biên (CCCD:001090000001)``."""
+    who = identity_of(cert)
+    parts = [p for p in (who.common_name, who.title, who.organisation) if p]
+    try:
+        fallback = cert.subject.rfc4514_string()
+    except ValueError:  # an undecodable subject: identity_of coped, rfc4514 cannot
+        fallback = "?"
+    text = ", ".join(parts) or fallback
+    if who.ids:
+        text += " (" + ", ".join(str(i) for i in who.ids) + ")"
+    return text

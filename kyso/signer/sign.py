@@ -48,6 +48,7 @@ from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBacken
 from pyhanko_certvalidator.fetchers.api import FetcherBackend
 
 from kyso.certs.errors import TSAError
+from kyso.certs.identity import display_name
 from kyso.certs.keys import KeyHandle
 from kyso.errors import KysoError
 from kyso.signer.appearance import (
@@ -290,7 +291,8 @@ class DocumentSigner:
 
     @property
     def signer_name(self) -> str:
-        return self.key.certificate.subject.rfc4514_string() if self.key is not None else ""
+        """Who signs, as a person reads it: name, title, organisation and identity numbers."""
+        return display_name(self.key.certificate) if self.key is not None else ""
 
     def _key(self) -> KeyHandle:
         if self.key is None:
