@@ -197,8 +197,25 @@ def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
 MAX_HEADER_OFFSET = 1024  # a PDF header may follow some junk (PDF 32000-1 §7.5.2 tolerance)
 
 
-def open_pdf(path: Path) -> BinaryIO:
-    """Open ``path`` for reading after checking that it looks like an unencrypted PDF."""
+#: Largest PDF kyso signs: exchanged documents are at most 50 MB in practice (DOMAIN.md); twice
+#: that leaves room for scans, and anything larger is refused before it is read.
+MAX_PDF_BYTES = 100 * 1024 * 1024
+
+
+def open_pdf(path: Path, *, max_bytes: int = MAX_PDF_BYTES) -> BinaryIO:
+    """Open ``path`` for reading after checking that it looks like an unencrypted PDF of at
+    most ``max_bytes``."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise BadInputError("signer.input.missing", path=str(path)) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BadInputError("signer.input.unreadable", path=str(path), reason=reason) from None
+    if size > max_bytes:
+        raise BadInputError(
+            "signer.input.too_large", path=str(path), size=size // 2**20, limit=max_bytes // 2**20
+        )
     try:
         handle = path.open("rb")
     except FileNotFoundError:

@@ -420,6 +420,14 @@ def test_encrypted_missing_and_same_file_are_refused(
     with pytest.raises(BadInputError) as caught:
         signer.sign(source, tmp_path / "no-such-dir" / "out.pdf", SignOptions(level=Level.B_B))
     assert caught.value.code == "signer.output.no_dir"
+    huge = tmp_path / "huge.pdf"
+    with huge.open("wb") as f:  # a sparse 200 MB file: refused by its size, never read
+        f.write(b"%PDF-1.7\n")
+        f.truncate(200 * 1024 * 1024)
+    with pytest.raises(BadInputError) as caught:
+        signer.sign(huge, tmp_path / "out.pdf", SignOptions(level=Level.B_B))
+    assert caught.value.code == "signer.input.too_large"
+    huge.unlink()
     _no_output_left(tmp_path)
 
 
@@ -688,3 +696,69 @@ def test_cli_two_phase_signing_with_a_separate_key_holder(
     assert _level_of(out.read_bytes()) is Level.B_LT
     report = _pdfsig(nss_db, out)
     assert "Signature is Valid." in report and "Certificate is Trusted." in report
+
+
+@pytest.mark.parametrize("level", [Level.B_B, Level.B_LTA])
+@pytest.mark.parametrize("key_type", ["rsa-2048", "ec-p256"])
+@pytest.mark.parametrize("store", ["file", "pkcs11"])
+def test_visible_person_register_agency_chain_matrix(
+    live_server: LiveServer,
+    nss_db: Path,
+    source: Path,
+    tmp_path: Path,
+    token: PKCS11KeyStore,
+    level: Level,
+    key_type: str,
+    store: str,
+) -> None:
+    """The whole Decree 30 chain, visible, for every key store and key type, at the lowest
+    and the highest level: pyhanko and pdfsig accept both signatures."""
+    from pyhanko.sign.diff_analysis import ModificationLevel
+
+    from kyso.signer.appearance import (
+        PersonAppearance,
+        SealAppearance,
+        demo_seal_png,
+        demo_signature_png,
+    )
+    from kyso.signer.register import fill_register_fields
+
+    services = live_server.services
+    person_label = f"mx-{store}-{key_type}-{level.lower()}"
+    agency_label = f"mx-org-{store}-{key_type}-{level.lower()}"
+    if store == "pkcs11":
+        _issue(live_server, person_label, key_type, token=token)
+        person_key = token.load(person_label)
+    else:
+        _issue(live_server, person_label, key_type)
+        person_key = services.keys.resolve(person_label)
+    services.pki.issue(
+        kind="org",
+        subject=identity.organisation_subject("Sở Tư pháp", ids=["MST:0101234560"]),
+        label=agency_label,
+        key_type=key_type,
+    )
+    person = tmp_path / "person.pdf"
+    signer_for(live_server, person_key).sign(
+        source,
+        person,
+        SignOptions(
+            level=level,
+            appearance=PersonAppearance(demo_signature_png("Nguyễn Văn An")),
+            register_fields=True,
+        ),
+    )
+    numbered = tmp_path / "numbered.pdf"
+    fill_register_fields(person, numbered, number=7, symbol="QĐ-STP", place="Hà Nội")
+    sealed = tmp_path / "sealed.pdf"
+    signer_for(live_server, services.keys.resolve(agency_label)).sign(
+        numbered,
+        sealed,
+        SignOptions(level=level, appearance=SealAppearance(demo_seal_png("SỞ TƯ PHÁP"))),
+    )
+    statuses = asyncio.run(_validate(live_server, sealed.read_bytes()))
+    assert statuses[0].modification_level == ModificationLevel.FORM_FILLING  # type: ignore[attr-defined]
+    report = _pdfsig(nss_db, sealed)
+    assert report.count("Signature is Valid.") == 2, report
+    assert report.count("Certificate is Trusted.") == 2, report
+    assert run("qpdf", "--check", sealed).returncode == 0
