@@ -176,6 +176,7 @@ class Services:
             trust_roots=list(self.trust_store(*PRESETS).certificates),
             other_certs=[pki.issuing_cert] if pki.exists() else [],
             material=pki.revocation_material if pki.exists() else None,
+            local=pki.issued_here if pki.exists() else None,
             fetch=True,
         )
 

@@ -650,6 +650,11 @@ class BuiltinPKI:
         )
         return IssuedCertificate(label=label, key_uri=key_uri, certificate=cert, chain=chain)
 
+    def issued_here(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` is one this PKI issued (the very certificate, not a look-alike)."""
+        record = self.state.get(cert.serial_number)
+        return record is not None and record.pem.encode() == _pem(cert)
+
     def revocation_material(
         self, certificates: Sequence[x509.Certificate]
     ) -> tuple[list[bytes], list[bytes]]:

@@ -18,6 +18,7 @@ import datetime as dt
 import enum
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -159,10 +160,12 @@ class RevocationContext:
     ocsp_responses: Sequence[bytes] = ()
     crls: Sequence[bytes] = ()
     fetch: bool = True
-    material: Callable[[Sequence[x509.Certificate]], tuple[list[bytes], list[bytes]]] | None = (
-        None
-    )
+    material: Callable[[Sequence[x509.Certificate]], tuple[list[bytes], list[bytes]]] | None = None
     """Called with the certificates about to be validated, for fresh local revocation data."""
+
+    local: Callable[[x509.Certificate], bool] | None = None
+    """Whether a certificate belongs to the PKI that ``material`` speaks for: when every
+    certificate to check does, nothing is fetched over HTTP (the data is already here)."""
 
     def validation_context(
         self,
@@ -170,7 +173,16 @@ class RevocationContext:
         require_revocation: bool,
         extra_certs: Sequence[x509.Certificate] = (),
         fetcher_backend: FetcherBackend | None = None,
+        local_tsa: bool = True,
     ) -> ValidationContext:
+        """A pyhanko-certvalidator context for ``extra_certs`` (the signer and its chain).
+
+        ``local_tsa``: the timestamps come from the built-in TSA (its certificate is local)."""
+        all_local = (
+            self.local is not None
+            and local_tsa
+            and all(self.local(c) for c in (*extra_certs, *self.other_certs))
+        )
         ocsps = list(self.ocsp_responses)
         crls = list(self.crls)
         if self.material is not None:
@@ -182,7 +194,7 @@ class RevocationContext:
             other_certs=[_asn1(c) for c in (*self.other_certs, *extra_certs)],
             ocsps=[asn1_ocsp.OCSPResponse.load(o) for o in ocsps],
             crls=[asn1_crl.CertificateList.load(c) for c in crls],
-            allow_fetching=self.fetch,
+            allow_fetching=self.fetch and not all_local,
             revocation_mode="require" if require_revocation else "soft-fail",
             fetcher_backend=fetcher_backend,
         )
@@ -196,6 +208,20 @@ def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
 
 MAX_HEADER_OFFSET = 1024  # a PDF header may follow some junk (PDF 32000-1 §7.5.2 tolerance)
 
+
+#: Copy and hash in 1 MiB pieces (pyhanko's 4 KiB default costs ~70 ms on a 50 MB file).
+IO_CHUNK_SIZE = 1 << 20
+
+#: How long one successful pre-sign validation of the signer's certificate (chain, revocation)
+#: is trusted for further B-B/B-T signatures of the same signer: a batch validates once.
+PRESIGN_VALIDATION_TTL = dt.timedelta(minutes=5)
+
+#: Intermediate files of ``extend`` stay in memory up to this size, then go to disk.
+SPOOL_BYTES = 8 * 1024 * 1024
+
+#: Extra room over pyhanko's first estimate (timestamp tokens vary slightly), in hexadecimal
+#: digits as pyhanko counts ``bytes_reserved`` (must stay even).
+RESERVE_MARGIN = 2048
 
 #: Largest PDF kyso signs: exchanged documents are at most 50 MB in practice (DOMAIN.md); twice
 #: that leaves room for scans, and anything larger is refused before it is read.
@@ -285,6 +311,8 @@ class DocumentSigner:
     clock: Clock = utc_now
     _pyhanko_signer: Any = field(default=None, init=False, repr=False)
     _fetchers: FetcherBackend | None = field(default=None, init=False, repr=False)
+    _reserved: dict[tuple[object, ...], int] = field(default_factory=dict, init=False, repr=False)
+    _validated_until: dt.datetime | None = field(default=None, init=False, repr=False)
 
     def _context(
         self, *, require_revocation: bool, extra_certs: Sequence[x509.Certificate] = ()
@@ -293,6 +321,7 @@ class DocumentSigner:
             require_revocation=require_revocation,
             extra_certs=extra_certs,
             fetcher_backend=self._fetchers,
+            local_tsa=self.timestamper is None or bool(getattr(self.timestamper, "local", False)),
         )
 
     @contextlib.asynccontextmanager
@@ -371,46 +400,82 @@ class DocumentSigner:
         level: Level,
         timestamper: TimeStamper | None,
     ) -> None:
-        context = self._context(
-            require_revocation=level.long_term,
-            extra_certs=[self._key().certificate, *self._key().chain],
+        key = self._key()
+        now = self.clock()
+        # pyhanko validates the signer's chain and revocation before signing. B-LT needs that
+        # data for the DSS every time; at B-B/B-T one verdict serves a batch for a few minutes.
+        validate = level.long_term or self._validated_until is None or now >= self._validated_until
+        context = (
+            self._context(
+                require_revocation=level.long_term, extra_certs=[key.certificate, *key.chain]
+            )
+            if validate
+            else None
         )
         with open_pdf(source) as handle:
-            field_name, appearance_kwargs = resolve_field(handle, options, self._key().certificate)
-        meta = signers.PdfSignatureMetadata(
-            field_name=field_name,
-            md_algorithm=options.md_algorithm,
-            reason=options.reason,
-            location=options.location,
-            contact_info=options.contact_info,
-            subfilter=fields.SigSeedSubFilter.PADES,
-            validation_context=context,
-            embed_validation_info=level.long_term,
-            use_pades_lta=level is Level.B_LTA,
-            signer_key_usage={"digital_signature"},
-        )
-        pdf_signer = signers.PdfSigner(
-            meta,
-            signer=self._signer(),
-            timestamper=timestamper if level.timestamped else None,
-            **appearance_kwargs,
-        )
-        with open_pdf(source) as handle:
+            field_name, appearance_kwargs = resolve_field(handle, options, key.certificate)
+            meta = signers.PdfSignatureMetadata(
+                field_name=field_name,
+                md_algorithm=options.md_algorithm,
+                reason=options.reason,
+                location=options.location,
+                contact_info=options.contact_info,
+                subfilter=fields.SigSeedSubFilter.PADES,
+                validation_context=context,
+                embed_validation_info=level.long_term,
+                use_pades_lta=level is Level.B_LTA,
+                signer_key_usage={"digital_signature"},
+            )
+            pdf_signer = signers.PdfSigner(
+                meta,
+                signer=self._signer(),
+                timestamper=timestamper if level.timestamped else None,
+                **appearance_kwargs,
+            )
+            # the size of the CMS to reserve: what pyhanko estimated for the first signature
+            # of this kind (it otherwise builds a throw-away signature to find out every time)
+            size_key = (level, timestamper is not None, type(options.appearance).__name__)
+            reserved = self._reserved.get(size_key)
             try:
-                writer = IncrementalPdfFileWriter(handle, strict=False)
-            except (PdfError, ValueError, KeyError) as exc:
-                raise BadInputError(
-                    "signer.input.damaged", path=str(source), reason=str(exc)
-                ) from None
-            if options.register_fields:
-                add_register_fields(
-                    writer,
-                    page=options.register_page,
-                    number_box=options.register_number_box,
-                    date_box=options.register_date_box,
+                await self._write_signed(handle, source, target, options, pdf_signer, reserved)
+            except SigningError:
+                if reserved is None:
+                    raise
+                self._reserved.pop(size_key, None)  # the guess was too small: let pyhanko size it
+                await self._write_signed(handle, source, target, options, pdf_signer, None)
+            if reserved is None:
+                self._reserved[size_key] = _reserved_size(target, field_name) + RESERVE_MARGIN
+        if validate and not level.long_term:
+            self._validated_until = now + PRESIGN_VALIDATION_TTL
+
+    async def _write_signed(
+        self,
+        handle: BinaryIO,
+        source: Path,
+        target: Path,
+        options: SignOptions,
+        pdf_signer: signers.PdfSigner,
+        reserved: int | None,
+    ) -> None:
+        handle.seek(0)
+        try:
+            writer = IncrementalPdfFileWriter(handle, strict=False)
+        except (PdfError, ValueError, KeyError) as exc:
+            raise BadInputError("signer.input.damaged", path=str(source), reason=str(exc)) from None
+        writer.IO_CHUNK_SIZE = IO_CHUNK_SIZE  # pyhanko copies in 4 KiB pieces by default
+        if options.register_fields:
+            add_register_fields(
+                writer,
+                page=options.register_page,
+                number_box=options.register_number_box,
+                date_box=options.register_date_box,
+            )
+        async with atomic_output(target) as out:
+            await self._guard(
+                pdf_signer.async_sign_pdf(
+                    writer, bytes_reserved=reserved, output=out, chunk_size=IO_CHUNK_SIZE
                 )
-            async with atomic_output(target) as out:
-                await self._guard(pdf_signer.async_sign_pdf(writer, output=out))
+            )
 
     async def _guard(self, job: Any) -> Any:
         """Run a pyhanko job, turning its errors (and their causes) into kyso's."""
@@ -444,42 +509,54 @@ class DocumentSigner:
             raise SigningError("signer.extend.level", level=str(level))
         if level is Level.B_LTA and self.timestamper is None:
             raise TimestampUnavailableError("signer.tsa.none_configured")
-        with open_pdf(source) as handle:
-            reader = PdfFileReader(handle, strict=False)
-            signatures = list(reader.embedded_signatures)
-            if not signatures:
-                raise BadInputError("signer.extend.unsigned", path=str(source))
-            handle.seek(0)
-            data = handle.read()
-        from io import BytesIO
+        with contextlib.ExitStack() as stack:
+            # Each step reads the previous step's output: at most two copies, spilled to disk
+            # above a few MB (a 50 MB file is never held several times in memory).
+            def spool() -> IO[bytes]:
+                return stack.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES))
 
-        current = BytesIO(data)
-        for index in range(len(signatures)):
-            reader = PdfFileReader(current, strict=False)
-            embedded = reader.embedded_signatures[index]
-            certs = [c for c in embedded.other_embedded_certs]
-            context = self._context(
-                require_revocation=True,
-                extra_certs=[_crypto(embedded.signer_cert), *(_crypto(c) for c in certs)],
-            )
-            updated = BytesIO()
-            await self._guard(
-                async_add_validation_info(embedded, context, output=updated, force_write=True)
-            )
-            current = updated
-        if level is Level.B_LTA:
-            assert self.timestamper is not None
-            writer = IncrementalPdfFileWriter(current, strict=False)
-            stamped = BytesIO()
-            ts_context = self._context(require_revocation=True)
-            await self._guard(
-                signers.PdfTimeStamper(self.timestamper).async_timestamp_pdf(
-                    writer, "sha256", validation_context=ts_context, output=stamped
+            current: IO[bytes] = stack.enter_context(open_pdf(source))
+            count = len(PdfFileReader(current, strict=False).embedded_signatures)
+            if not count:
+                raise BadInputError("signer.extend.unsigned", path=str(source))
+            for index in range(count):
+                current.seek(0)
+                embedded = PdfFileReader(current, strict=False).embedded_signatures[index]
+                certs = [_crypto(c) for c in embedded.other_embedded_certs]
+                context = self._context(
+                    require_revocation=True, extra_certs=[_crypto(embedded.signer_cert), *certs]
                 )
-            )
-            current = stamped
-        async with atomic_output(target) as out:
-            out.write(current.getvalue())
+                updated = spool()
+                await self._guard(
+                    async_add_validation_info(
+                        embedded,
+                        context,
+                        output=updated,
+                        force_write=True,
+                        chunk_size=IO_CHUNK_SIZE,
+                    )
+                )
+                current = updated
+            if level is Level.B_LTA:
+                assert self.timestamper is not None
+                current.seek(0)
+                writer = IncrementalPdfFileWriter(current, strict=False)
+                writer.IO_CHUNK_SIZE = IO_CHUNK_SIZE
+                stamped = spool()
+                ts_context = self._context(require_revocation=True)
+                await self._guard(
+                    signers.PdfTimeStamper(self.timestamper).async_timestamp_pdf(
+                        writer,
+                        "sha256",
+                        validation_context=ts_context,
+                        output=stamped,
+                        chunk_size=IO_CHUNK_SIZE,
+                    )
+                )
+                current = stamped
+            current.seek(0)
+            async with atomic_output(target) as out:
+                shutil.copyfileobj(current, out, IO_CHUNK_SIZE)
         return SignResult(
             output=target,
             level_requested=level,
@@ -505,10 +582,11 @@ class DocumentSigner:
             raise TimestampUnavailableError("signer.tsa.none_configured")
         with open_pdf(source) as handle:
             writer = IncrementalPdfFileWriter(handle, strict=False)
+            writer.IO_CHUNK_SIZE = IO_CHUNK_SIZE
             async with atomic_output(target) as out:
                 await self._guard(
                     signers.PdfTimeStamper(self.timestamper).async_timestamp_pdf(
-                        writer, "sha256", output=out
+                        writer, "sha256", output=out, chunk_size=IO_CHUNK_SIZE
                     )
                 )
         return SignResult(
@@ -584,6 +662,17 @@ def resolve_field(
         signer_name=_common_name(certificate),
     )
     return visible.field_name, visible.pdf_signer_kwargs()
+
+
+def _reserved_size(path: Path, field_name: str) -> int:
+    """How much room pyhanko reserved for the CMS of ``field_name`` in ``path``, in its unit
+    (``bytes_reserved`` counts hexadecimal digits: two per byte)."""
+    with path.open("rb") as handle:
+        reader = PdfFileReader(handle, strict=False)
+        for embedded in reader.embedded_signatures:
+            if embedded.field_name == field_name:
+                return 2 * len(embedded.sig_object["/Contents"])
+    raise SigningError("signer.failed", reason=f"signature field {field_name} not in output")
 
 
 def _common_name(cert: x509.Certificate) -> str | None:

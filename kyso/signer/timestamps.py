@@ -17,6 +17,9 @@ from kyso.certs.tsa import TimeStampAuthority, TimeStampResponse
 class LocalTimeStamper(TimeStamper):
     """A pyhanko timestamper answered by the in-process built-in TSA."""
 
+    local = True
+    """Its certificate is the built-in PKI's: revocation data for it is at hand, no fetching."""
+
     def __init__(self, tsa: TimeStampAuthority) -> None:
         super().__init__(include_nonce=True)
         self._tsa = tsa
