@@ -72,6 +72,31 @@ def run(
     return proc
 
 
+def kyso_cli(
+    data_dir: Path,
+    *args: object,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m kyso ARGS`` as a user would: its own process, only the KYSO_* settings
+    given here (data dir, passphrase, English messages), wide output."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KYSO_")}
+    full_env.update(
+        KYSO_DATA_DIR=str(data_dir), KYSO_KEY_PASSPHRASE=PASSPHRASE, KYSO_LOCALE="en", COLUMNS="200"
+    )
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kyso", *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture()
 def no_kyso_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Clear KYSO_* variables so a test sees only what it sets."""

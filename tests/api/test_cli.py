@@ -11,23 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.conftest import PASSPHRASE, require_tool, run
+from tests.conftest import PASSPHRASE, kyso_cli, require_tool, run
 
 
 def kyso(data_dir: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KYSO_")}
-    full_env.update(
-        KYSO_DATA_DIR=str(data_dir), KYSO_KEY_PASSPHRASE=PASSPHRASE, KYSO_LOCALE="en", COLUMNS="200"
-    )
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "kyso", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        input=stdin,
-        timeout=120,
-    )
+    return kyso_cli(data_dir, *args, env=env, stdin=stdin, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -435,28 +435,12 @@ def test_encrypted_missing_and_same_file_are_refused(
 
 
 def _kyso(live_server: LiveServer, *args: object, env: dict[str, str] | None = None):
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import kyso_cli
 
-    from tests.conftest import PASSPHRASE
-
-    full = {k: v for k, v in os.environ.items() if not k.startswith("KYSO_")}
-    full.update(
-        KYSO_DATA_DIR=str(live_server.services.settings.data_dir),
-        KYSO_KEY_PASSPHRASE=PASSPHRASE,
-        KYSO_PUBLIC_URL=live_server.url,
-        KYSO_LOCALE="en",
-        COLUMNS="200",
-    )
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "kyso", *(str(a) for a in args)],
-        capture_output=True,
-        text=True,
-        env=full,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
+    return kyso_cli(
+        live_server.services.settings.data_dir,
+        *args,
+        env={"KYSO_PUBLIC_URL": live_server.url, **(env or {})},
     )
 
 
