@@ -22,7 +22,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPrivateKeyTypes,
     PrivateKeyTypes,
     PublicKeyTypes,
 )
@@ -37,6 +36,7 @@ from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
+from kyso.certs import builders
 from kyso.certs.errors import (
     KeyExistsError,
     KeyNotFoundError,
@@ -80,55 +80,6 @@ def _name(cn: str) -> x509.Name:
     )
 
 
-def issue(
-    cn: str,
-    public_key: PublicKeyTypes,
-    issuer: x509.Certificate | None,
-    issuer_key: CertificateIssuerPrivateKeyTypes,
-    *,
-    ca: bool = False,
-) -> x509.Certificate:
-    """A certificate for ``public_key`` signed by ``issuer_key`` (self-signed if no issuer)."""
-    now = dt.datetime.now(dt.UTC)
-    subject = _name(cn)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer else subject)
-        .public_key(public_key)  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=not ca,
-                content_commitment=not ca,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(public_key),  # type: ignore[arg-type]
-            critical=False,
-        )
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                issuer.public_key()  # type: ignore[arg-type]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @dataclass
 class PKI:
     root: x509.Certificate
@@ -143,7 +94,13 @@ class PKI:
         return (self.sub, self.root)
 
     def leaf(self, cn: str, public_key: PublicKeyTypes) -> x509.Certificate:
-        return issue(cn, public_key, self.sub, self.sub_key)
+        return builders.build_signer_certificate(
+            public_key,  # type: ignore[arg-type]
+            _name(cn),
+            issuer_cert=self.sub,
+            issuer_key=self.sub_key,
+            now=dt.datetime.now(dt.UTC),
+        )
 
     def key(self, kind: str) -> PrivateKeyTypes:
         return self.rsa_key if kind == "rsa" else self.ec_key
@@ -157,9 +114,16 @@ class PKI:
 @pytest.fixture(scope="module")
 def pki() -> PKI:
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root = issue("Kyso Test Root CA", root_key.public_key(), None, root_key, ca=True)
+    now = dt.datetime.now(dt.UTC)
+    root = builders.build_root_ca(root_key, _name("Kyso Test Root CA"), now=now)
     sub_key = ec.generate_private_key(ec.SECP256R1())
-    sub = issue("Kyso Test Sub CA", sub_key.public_key(), root, root_key, ca=True)
+    sub = builders.build_issuing_ca(
+        sub_key.public_key(),
+        _name("Kyso Test Sub CA"),
+        issuer_cert=root,
+        issuer_key=root_key,
+        now=now,
+    )
     return PKI(
         root=root,
         root_key=root_key,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import NameOID
@@ -16,6 +15,7 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError
 
 import kyso.certs.trust as trust_module
+from kyso.certs import builders
 from kyso.certs.errors import TrustStoreError
 from kyso.certs.trust import (
     PRESETS,
@@ -234,37 +234,14 @@ def make_ca(
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     )
-    issuer_key, issuer_cert = issuer if issuer else (key, None)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject if issuer_cert else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=not ca,
-                content_commitment=not ca,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+    if issuer is None:
+        return key, builders.build_root_ca(key, subject, now=NOW, days=30)
+    issuer_key, issuer_cert = issuer
+    build = builders.build_issuing_ca if ca else builders.build_signer_certificate
+    cert = build(
+        key.public_key(), subject, issuer_cert=issuer_cert, issuer_key=issuer_key, now=NOW, days=30
     )
-    if issuer_cert is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-        )
-    return key, builder.sign(issuer_key, hashes.SHA256())
+    return key, cert
 
 
 @pytest.fixture(scope="module")
