@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from kyso.api import cli_sign
+from kyso.api import cli_sign, cli_verify
 from kyso.api.cli_inspect import cert_app, trust_app
 from kyso.api.services import Services
 from kyso.api.settings import Settings, get_settings
@@ -46,6 +46,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(cert_app, name="cert")
 app.add_typer(trust_app, name="trust")
 cli_sign.register(app)
+cli_verify.register(app)
 
 # data (names, subjects, fingerprints) is printed as is: no markup, no emoji codes (":CD:")
 out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
@@ -485,6 +486,11 @@ def main() -> None:
 
     Set KYSO_DEBUG=1 to see the traceback of an unexpected error."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not os.environ.get("KYSO_DEBUG"):
+        # pyhanko logs tracebacks and advice meant for developers while it validates and
+        # signs (MEASURED.md #12); kyso reports what matters in the user's language.
+        for name in ("pyhanko", "pyhanko_certvalidator"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         app()
     except KysoError as exc:

@@ -77,6 +77,7 @@ from pyhanko_certvalidator.errors import (
     RevokedError,
 )
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
+from pyhanko_certvalidator.fetchers.api import FetcherBackend, Fetchers
 from pyhanko_certvalidator.ltv.types import ValidationTimingInfo
 from pyhanko_certvalidator.policy_decl import (
     CertRevTrustPolicy,
@@ -133,6 +134,21 @@ _PAST = frozenset(
         AdESIndeterminate.REVOCATION_OUT_OF_BOUNDS_NO_POE,
     }
 )
+
+
+class _FileFetchers(FetcherBackend):
+    """One set of fetchers for all signatures of one file: a CRL or OCSP response fetched
+    for the first signature is reused by the others, and the fetch budget (a guard against
+    hostile files naming many URLs) covers the whole file."""
+
+    def __init__(self, shared: AIOHttpFetcherBackend) -> None:
+        self._fetchers = shared.get_fetchers()
+
+    def get_fetchers(self) -> Fetchers:
+        return self._fetchers
+
+    async def close(self) -> None:
+        """The shared backend owns the HTTP session."""
 
 
 class VerifyInputError(KysoError):
@@ -227,7 +243,7 @@ class _Context:
     policy: VerifyPolicy
     now: dt.datetime
     layout: Any
-    fetcher: AIOHttpFetcherBackend | None
+    fetcher: FetcherBackend | None
     doc_timestamps: list[SignatureReport] = field(default_factory=list)
 
 
@@ -1069,11 +1085,30 @@ async def async_verify(
     fetcher: AIOHttpFetcherBackend | None = None,
     now: dt.datetime | None = None,
 ) -> VerificationReport:
-    """Verify every signature and document timestamp of ``source``."""
-    from kyso import __version__
+    """Verify every signature and document timestamp of ``source``.
 
+    ``fetcher``: an HTTP backend to share between files (a batch); without one, one is
+    opened for this file and closed at the end."""
     path = Path(source)
     _open_input(path)
+    if policy.offline:
+        return await _verify_file(path, policy, None, now)
+    shared = fetcher or AIOHttpFetcherBackend(per_request_timeout=policy.fetch_timeout)
+    try:
+        return await _verify_file(path, policy, _FileFetchers(shared), now)
+    finally:
+        if fetcher is None:
+            await shared.close()
+
+
+async def _verify_file(
+    path: Path,
+    policy: VerifyPolicy,
+    fetcher: FetcherBackend | None,
+    now: dt.datetime | None,
+) -> VerificationReport:
+    from kyso import __version__
+
     now = now or dt.datetime.now(dt.UTC)
     size, sha256 = _file_info(path, None)
     with path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
