@@ -101,7 +101,7 @@ def _base(
     issuer: x509.Name,
     *,
     now: dt.datetime,
-    days: int,
+    days: float,
     serial: int | None,
     not_after_cap: dt.datetime | None,
 ) -> x509.CertificateBuilder:
@@ -127,7 +127,7 @@ def _issued(
     issuer_cert: x509.Certificate,
     *,
     now: dt.datetime,
-    days: int,
+    days: float,
     ca: bool = False,
 ) -> x509.CertificateBuilder:
     """What every certificate issued by one of our CAs has: validity capped by the issuer's,
@@ -214,7 +214,7 @@ def build_root_ca(
     subject: x509.Name,
     *,
     now: dt.datetime,
-    days: int = 3650,
+    days: float = 3650,
 ) -> x509.Certificate:
     """A self-signed root CA certificate."""
     builder = (
@@ -234,7 +234,7 @@ def build_issuing_ca(
     issuer_cert: x509.Certificate,
     issuer_key: CertificateIssuerPrivateKeyTypes,
     now: dt.datetime,
-    days: int = 1825,
+    days: float = 1825,
     urls: ServiceURLs | None = None,
 ) -> x509.Certificate:
     """An intermediate CA that issues end-entity, TSA and OCSP certificates (pathLen 0)."""
@@ -252,7 +252,7 @@ def build_tsa_certificate(
     issuer_cert: x509.Certificate,
     issuer_key: CertificateIssuerPrivateKeyTypes,
     now: dt.datetime,
-    days: int = 1095,
+    days: float = 1095,
     urls: ServiceURLs | None = None,
     policy_oid: ObjectIdentifier = DEV_POLICY_OID,
 ) -> x509.Certificate:
@@ -272,7 +272,7 @@ def build_ocsp_certificate(
     issuer_cert: x509.Certificate,
     issuer_key: CertificateIssuerPrivateKeyTypes,
     now: dt.datetime,
-    days: int = 365,
+    days: float = 365,
 ) -> x509.Certificate:
     """A delegated OCSP responder certificate (id-kp-OCSPSigning + id-pkix-ocsp-nocheck)."""
     builder = (
@@ -290,7 +290,7 @@ def build_signer_certificate(
     issuer_cert: x509.Certificate,
     issuer_key: CertificateIssuerPrivateKeyTypes,
     now: dt.datetime,
-    days: int = 730,
+    days: float = 730,
     urls: ServiceURLs | None = None,
     policy_oid: ObjectIdentifier = DEV_POLICY_OID,
     emails: Sequence[str] = (),

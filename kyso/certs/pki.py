@@ -597,7 +597,7 @@ class BuiltinPKI:
         subject: x509.Name,
         label: str,
         key_type: str = "rsa-2048",
-        days: int = 730,
+        days: float = 730,
         public_url: str | None = None,
         token: KeyGenerator | None = None,
         emails: tuple[str, ...] = (),

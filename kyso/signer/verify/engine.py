@@ -574,12 +574,11 @@ class _Verifier:
                     revoked_at=details.revocation_date,
                     reason=str(details.revocation_reason.native),
                 )
-            self._diff(report, status)
-            if status.coverage is not None and status.coverage.name not in (
-                "ENTIRE_FILE",
-                "ENTIRE_REVISION",
-            ):
-                _worse(report, TOTAL_FAILED, "FORMAT_FAILURE", Reason("verify.coverage.partial"))
+        integrity = embedded.summarise_integrity_info()
+        self._diff(report, integrity)
+        coverage = integrity.get("coverage")
+        if coverage is not None and coverage.name not in ("ENTIRE_FILE", "ENTIRE_REVISION"):
+            _worse(report, TOTAL_FAILED, "FORMAT_FAILURE", Reason("verify.coverage.partial"))
         if indication != TOTAL_PASSED:
             _worse(report, indication, sub, Reason(f"verify.sub.{sub or 'GENERIC'}"))
         elif report.revocation.status == "not_checked":
@@ -602,7 +601,7 @@ class _Verifier:
             )
         else:
             self._tsa_chain = []
-        report.best_signature_time = result.best_signature_time
+        report.best_signature_time = getattr(result, "best_signature_time", None)
         self._times(report)
         self._level(report, embedded)
 
@@ -624,15 +623,28 @@ class _Verifier:
             known_crls=local.known_crls + dss.known_crls + ria.known_crls,
             known_certs=local.known_certs + dss.known_certs,
         )
-        with_time = await ades.ades_with_time_validation(
-            signed_data=embedded.signed_data,
-            validation_spec=replace(sig_spec, local_knowledge=knowledge),
-            timing_info=_timing(ctx),
-            raw_digest=embedded.compute_digest(),
-            extra_status_kwargs=embedded.summarise_integrity_info(),
-            status_cls=PdfSignatureStatus,
+        arguments: dict[str, Any] = {
+            "signed_data": embedded.signed_data,
+            "validation_spec": replace(sig_spec, local_knowledge=knowledge),
+            "timing_info": _timing(ctx),
+            "raw_digest": embedded.compute_digest(),
+            "extra_status_kwargs": embedded.summarise_integrity_info(),
+            "status_cls": PdfSignatureStatus,
+        }
+        has_timestamp = next(extract_tst_data_iter(embedded.signer_info, signed=False), None)
+        if has_timestamp is None:
+            # B-B: nothing proves when it was signed; ETSI basic validation (5.3), which
+            # says REVOKED_NO_POE / OUT_OF_BOUNDS_NO_POE where that is the case.
+            del arguments["extra_status_kwargs"], arguments["status_cls"]
+            basic = await ades.ades_basic_validation(**arguments)
+            if basic.ades_subindic not in _PAST or not self._has_doc_timestamps():
+                return basic
+            return await ades.ades_lta_validation(embedded, spec, timing_info=_timing(ctx))
+        with_time = await ades.ades_with_time_validation(**arguments)
+        past_can_help = with_time.ades_subindic in _PAST or (
+            with_time.ades_subindic == AdESIndeterminate.TRY_LATER
         )
-        if with_time.ades_subindic == AdESPassed.OK or with_time.ades_subindic not in _PAST:
+        if not past_can_help or not self._has_doc_timestamps():
             return with_time
         return await ades.ades_lta_validation(embedded, spec, timing_info=_timing(ctx))
 
@@ -714,7 +726,7 @@ class _Verifier:
         )
         report.best_signature_time = status.timestamp
         self._path(report, status.validation_path)
-        self._diff(report, status)
+        self._diff(report, embedded.summarise_integrity_info())
         if not status.intact:
             _worse(report, TOTAL_FAILED, "HASH_FAILURE", Reason("verify.sub.HASH_FAILURE"))
         elif not status.valid:
@@ -893,13 +905,13 @@ class _Verifier:
             else:
                 report.warnings.append(reason)
 
-    def _diff(self, report: SignatureReport, status: Any) -> None:
+    def _diff(self, report: SignatureReport, integrity: dict[str, Any]) -> None:
         """pyhanko's verdict on the later revisions, kept for :meth:`_changes`."""
-        diff = getattr(status, "diff_result", None)
+        diff = integrity.get("diff_result")
         self._pyhanko_forbidden: str | None = None
         if isinstance(diff, SuspiciousModification):
             self._pyhanko_forbidden = str(diff)[:300]
-        elif diff is not None and getattr(status, "docmdp_ok", True) is False:
+        elif diff is not None and integrity.get("docmdp_ok", True) is False:
             self._pyhanko_forbidden = f"modification level {diff.modification_level.name}"
         elif diff is not None and diff.modification_level == ModificationLevel.OTHER:
             self._pyhanko_forbidden = "modification level OTHER"
@@ -996,6 +1008,9 @@ class _Verifier:
                 until = until + tsa_until
         report.level = level
         report.verifiable_until = min(until) if until else None
+
+    def _has_doc_timestamps(self) -> bool:
+        return any(e.sig_object.get("/Type") == "/DocTimeStamp" for e in self.embedded.values())
 
     def _has_ltv_data(self) -> bool:
         return self.dss is not None and bool(self.dss.ocsps or self.dss.crls)
