@@ -30,7 +30,7 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
         "locale": "en",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg]
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type, call-arg, unused-ignore]
 
 
 @pytest.fixture(scope="session")
