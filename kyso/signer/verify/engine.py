@@ -442,6 +442,8 @@ class _Verifier:
     ) -> SignatureReport:
         reader, ctx = self.reader, self.ctx
         sig = sig_ref.get_object() if isinstance(sig_ref, generic.IndirectObject) else sig_ref
+        if isinstance(sig_field, generic.IndirectObject):
+            sig_field = sig_field.get_object()
         sub_filter = _sig_dict_text(sig, "/SubFilter")
         kind = (
             DOC_TIMESTAMP
