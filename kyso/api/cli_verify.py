@@ -393,6 +393,9 @@ def _suffix(fmt: Format) -> str:
 def _write_atomic(target: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # a report is a normal file, not a secret
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -183,8 +183,12 @@ def _yes_no(value: bool | None, locale: str) -> str:
     return t("verify.report.yes" if value else "verify.report.no", locale=locale)
 
 
-def _sentence(indication: str, sub_indication: str | None, locale: str) -> str:
+def _sentence(
+    indication: str, sub_indication: str | None, locale: str, modified: bool = False
+) -> str:
     """The verdict in words: the summary when valid, else what went wrong, in plain words."""
+    if modified and indication == TOTAL_FAILED:
+        return _message(summary(indication, sub_indication, modified), locale)
     if indication != TOTAL_PASSED and sub_indication and _has(f"verify.sub.{sub_indication}"):
         return t(f"verify.sub.{sub_indication}", locale=locale)
     return _message(summary(indication, sub_indication), locale)
@@ -485,7 +489,7 @@ def _signature_view(sig: SignatureReport, number: int, locale: str) -> Signature
         heading=heading,
         tone=_tone(sig.indication),
         indication=_indication_text(sig.indication, locale),
-        summary=_sentence(sig.indication, sig.sub_indication, locale),
+        summary=_sentence(sig.indication, sig.sub_indication, locale, sig.modified_after_signing),
         sub_code=_sub_code(sig.sub_indication, locale),
         rows=rows,
         reasons=[_message(r, locale) for r in sig.reasons],
@@ -583,7 +587,9 @@ def build_view(report: VerificationReport, locale: str | None = None) -> ReportV
         title=L("verify.report.title"),
         tone=_tone(report.indication),
         indication=_indication_text(report.indication, loc),
-        summary=_sentence(report.indication, report.sub_indication, loc),
+        summary=_sentence(
+            report.indication, report.sub_indication, loc, report.modified_after_signing
+        ),
         sub_code=_sub_code(report.sub_indication, loc),
         reasons=[_message(r, loc) for r in report.reasons],
         file_rows=file_rows,

@@ -309,7 +309,9 @@ class SignatureReport:
             "indication": self.indication,
             "sub_indication": self.sub_indication,
             "modified_after_signing": self.modified_after_signing,
-            "summary": summary(self.indication, self.sub_indication).message(locale),
+            "summary": summary(
+                self.indication, self.sub_indication, self.modified_after_signing
+            ).message(locale),
             "reasons": [r.to_dict(locale) for r in self.reasons],
             "warnings": [r.to_dict(locale) for r in self.warnings],
             "integrity": self.integrity.to_dict(),
@@ -458,7 +460,9 @@ class VerificationReport:
             "indication": self.indication,
             "sub_indication": self.sub_indication,
             "modified_after_signing": self.modified_after_signing,
-            "summary": summary(self.indication, self.sub_indication).message(locale),
+            "summary": summary(
+                self.indication, self.sub_indication, self.modified_after_signing
+            ).message(locale),
             "reasons": [r.to_dict(locale) for r in self.reasons],
             "signatures": [s.to_dict(locale) for s in self.signatures],
             "changes": [c.to_dict(locale) for c in self.changes],
@@ -480,10 +484,12 @@ class VerificationReport:
         )
 
 
-def summary(indication: str, sub_indication: str | None) -> Reason:
+def summary(indication: str, sub_indication: str | None, modified: bool = False) -> Reason:
     """The one-line verdict a clerk reads."""
     if indication == TOTAL_PASSED:
         return Reason("verify.summary.passed")
+    if modified and indication == TOTAL_FAILED:
+        return Reason("verify.summary.modified")
     key = "failed" if indication == TOTAL_FAILED else "indeterminate"
     if sub_indication:
         return Reason(f"verify.summary.{key}.with", {"sub": sub_indication})
