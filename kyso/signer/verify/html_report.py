@@ -187,7 +187,7 @@ def _sentence(
     indication: str, sub_indication: str | None, locale: str, modified: bool = False
 ) -> str:
     """The verdict in words: the summary when valid, else what went wrong, in plain words."""
-    if modified and indication == TOTAL_FAILED:
+    if modified and indication == TOTAL_FAILED and sub_indication in (None, "FORMAT_FAILURE"):
         return _message(summary(indication, sub_indication, modified), locale)
     if indication != TOTAL_PASSED and sub_indication and _has(f"verify.sub.{sub_indication}"):
         return t(f"verify.sub.{sub_indication}", locale=locale)

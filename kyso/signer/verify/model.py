@@ -488,7 +488,7 @@ def summary(indication: str, sub_indication: str | None, modified: bool = False)
     """The one-line verdict a clerk reads."""
     if indication == TOTAL_PASSED:
         return Reason("verify.summary.passed")
-    if modified and indication == TOTAL_FAILED:
+    if modified and indication == TOTAL_FAILED and sub_indication in (None, "FORMAT_FAILURE"):
         return Reason("verify.summary.modified")
     key = "failed" if indication == TOTAL_FAILED else "indeterminate"
     if sub_indication:
