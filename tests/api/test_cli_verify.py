@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import kyso_cli
+from tests.conftest import kyso_cli, run
 from tests.verify.test_engine import append_update, make_pdf, replace_content
 
 
@@ -136,3 +136,31 @@ def test_a_directory_is_a_batch_with_a_summary_and_the_worst_exit_code(
     )
     assert written.returncode == 3
     assert sorted(p.name for p in out_dir.iterdir()) == ["B-B.json", "B-LTA.json", "forged.json"]
+
+
+def test_html_xml_and_a_sealed_pdf_report(files: dict[str, Path], tmp_path: Path) -> None:
+    html = kyso_cli(
+        files["data"], "verify", files["forged"], "--offline", "--format", "html",
+        env={"KYSO_LOCALE": "vi"},
+    )  # fmt: skip
+    assert html.returncode == 1
+    assert html.stdout.startswith("<!DOCTYPE html>") and "Không hợp lệ" in html.stdout
+    assert "data:image/png;base64," in html.stdout  # pages and the visual diff, inline
+    xml = kyso_cli(files["data"], "verify", files["B-LTA"], "--offline", "--format", "xml")
+    assert xml.returncode == 0
+    assert 'xmlns:vr="http://uri.etsi.org/19102/v1.2.1#"' in xml.stdout
+    assert "urn:etsi:019102:mainindication:total-passed" in xml.stdout
+    sealed = tmp_path / "bien-ban-kiem-tra.pdf"
+    proc = kyso_cli(
+        files["data"], "verify", files["B-LTA"], "--offline", "--seal", "an", "--out", sealed,
+        env={"KYSO_LOCALE": "vi"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr  # the verdict on the file, not on the report
+    text = run("pdftotext", sealed, "-").stdout
+    assert "Hợp lệ" in text and files["B-LTA"].name in text
+    check = kyso_cli(files["data"], "verify", sealed, "--offline", "--json")
+    report = json.loads(check.stdout)
+    signature = report["signatures"][0]
+    assert signature["integrity"]["digest_ok"] and signature["integrity"]["signature_ok"]
+    assert signature["level"] == "B-T" and signature["signer"]["common_name"] == "Nguyễn Văn An"
+    assert files["B-LTA"].name not in {p.name for p in tmp_path.iterdir()}
