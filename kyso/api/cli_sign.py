@@ -166,12 +166,8 @@ def sign(
         list[str] | None,
         typer.Option(help="attachment/copy: a line of the text stamp (repeat the option)"),
     ] = None,
-    page: Annotated[
-        int | None, typer.Option(help="Page for --box (1 = first, -1 = last)")
-    ] = None,
-    box: Annotated[
-        str | None, typer.Option(help="Signature box x1,y1,x2,y2 in PDF points")
-    ] = None,
+    page: Annotated[int | None, typer.Option(help="Page for --box (1 = first, -1 = last)")] = None,
+    box: Annotated[str | None, typer.Option(help="Signature box x1,y1,x2,y2 in PDF points")] = None,
     anchor: Annotated[
         str | None, typer.Option(help="Place the signature at this text of the page")
     ] = None,
@@ -210,9 +206,7 @@ def sign(
         elif anchor is not None:
             placement = Placement.near_text(anchor)
         appearance = (
-            None
-            if invisible
-            else _appearance(services, signer, key, role, image, stamp_line or [])
+            None if invisible else _appearance(services, signer, key, role, image, stamp_line or [])
         )
     except KysoError as exc:
         raise typer.Exit(_fail(exc)) from None

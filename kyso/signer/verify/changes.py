@@ -26,6 +26,7 @@ SAFE_ANNOTATIONS = frozenset(
 )
 MAX_WALK = 20_000  # objects visited per reachability walk
 _STRUCTURAL_TYPES = frozenset({"/XRef", "/ObjStm"})
+_STRUCT_LINKS = frozenset({"/Pg", "/Obj", "/Stm", "/StmOwn", "/P", "/Parent"})
 
 # DocMDP permission levels (PDF 32000-1, 12.8.2.2).
 MDP_NO_CHANGES, MDP_FILL_FORMS, MDP_ANNOTATE = 1, 2, 3
@@ -235,8 +236,29 @@ class _Revision:
                 start = self.resolver.root.raw_get(key) if key in self.resolver.root else None
             except Exception:
                 start = None
-            self._cache[key] = reachable(self.resolver, start) if start is not None else set()
+            # never through links back to pages, annotations and content (/Pg, /Obj...):
+            # those are what the page shows, not the tags
+            skip = _STRUCT_LINKS if key == "/StructTreeRoot" else frozenset({"/Parent"})
+            self._cache[key] = (
+                reachable(self.resolver, start, skip_keys=skip) if start is not None else set()
+            )
         return self._cache[key]
+
+    def page_contents(self) -> list[set[generic.Reference]]:
+        """For each page, its content stream objects (and the array holding them)."""
+        out = []
+        for ref in self.pages:
+            page = _safe_get(self.resolver, ref)
+            refs: set[generic.Reference] = set()
+            if isinstance(page, generic.DictionaryObject) and "/Contents" in page:
+                raw = page.raw_get("/Contents")
+                if (found := _ref(raw)) is not None:
+                    refs.add(found)
+                for item in _items(raw):
+                    if (found := _ref(item)) is not None:
+                        refs.add(found)
+            out.append(refs)
+        return out
 
     def page_reach(self) -> list[set[generic.Reference]]:
         """For each page, what it draws with: contents, resources, annotation appearances."""
@@ -376,6 +398,13 @@ def _describe_revision(prev: _Revision, cur: _Revision, perms: Permissions) -> I
             continue  # a new object: reported through whatever points at it
         # An object that existed before, overridden: whoever draws with it now shows
         # something else (shadow "replace" attacks, appearance swaps).
+        contents = [n for n, refs in enumerate(prev.page_contents(), start=1) if ref in refs]
+        if contents:
+            for page in contents:
+                yield Change(
+                    "page_content_changed", rev, False, page=page, target=f"{ref.idnum} 0 R"
+                )
+            continue
         pages = [n for n, reach in enumerate(prev.page_reach(), start=1) if ref in reach]
         if pages:
             for page in pages:
@@ -550,9 +579,70 @@ def _field_changes(
             yield Change("field_added", rev, True, page=info.page, target=info.name)
         elif before.value_ref is not None and info.value_ref is None:
             yield Change("signature_dict_changed", rev, False, page=info.page, target=info.name)
+        elif _widget_redrawn(prev, cur, ref):
+            # same signature, new look: a signed field's appearance swapped or moved
+            yield Change("annotation_modified", rev, False, page=info.page, target=info.name)
         return
     if before is None and not existed:
         yield Change("field_added", rev, False, page=info.page, target=info.name)
         return
-    permitted = perms.forms and not perms.field_locked(info.name)
+    old = _safe_get(prev.resolver, ref)
+    new = _safe_get(cur.resolver, ref)
+    if _field_value(old) == _field_value(new):
+        if _widget_redrawn(prev, cur, ref):
+            # the value stays, what the page shows changes: an appearance swap
+            yield Change("annotation_modified", rev, False, page=info.page, target=info.name)
+        return
+    if _rect(old) != _rect(new):
+        # "filled" and moved elsewhere on the page (over signed content)
+        yield Change("annotation_modified", rev, False, page=info.page, target=info.name)
+    read_only = _flags(old) & 1
+    permitted = perms.forms and not perms.field_locked(info.name) and not read_only
     yield Change("form_filled", rev, permitted, page=info.page, target=info.name)
+
+
+def _field_value(obj: Any) -> Any:
+    """A field's /V (inherited from its parent for a bare widget), compared by value."""
+    seen = 0
+    while isinstance(obj, generic.DictionaryObject) and seen < 32:
+        if "/V" in obj:
+            try:
+                return _deref(obj.raw_get("/V"))
+            except Exception:
+                return None
+        obj = _deref(obj.get("/Parent"))
+        seen += 1
+    return None
+
+
+def _rect(obj: Any) -> tuple[float, ...] | None:
+    try:
+        return tuple(round(float(v), 2) for v in obj["/Rect"])
+    except Exception:
+        return None
+
+
+def _flags(obj: Any) -> int:
+    try:
+        return int(obj.get("/Ff", 0))
+    except Exception:
+        return 0
+
+
+def _widget_redrawn(prev: _Revision, cur: _Revision, ref: generic.Reference) -> bool:
+    """Did the widget's appearance or position change?"""
+    old = _safe_get(prev.resolver, ref)
+    new = _safe_get(cur.resolver, ref)
+    if not isinstance(old, generic.DictionaryObject) or not isinstance(
+        new, generic.DictionaryObject
+    ):
+        return old != new
+    for key in ("/AP", "/Rect", "/MK", "/AS", "/F"):
+        try:
+            before = old.raw_get(key) if key in old else None
+            after = new.raw_get(key) if key in new else None
+        except Exception:
+            return True
+        if before != after:
+            return True
+    return False

@@ -28,6 +28,7 @@ import hashlib
 import logging
 import mmap
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -172,6 +173,15 @@ class VerifyPolicy:
     def __post_init__(self) -> None:
         if self.weak_algorithms not in ("warn", "reject"):
             raise ValueError("weak_algorithms must be 'warn' or 'reject'")
+
+    @classmethod
+    def from_services(cls, services: Any, *presets: str, **kw: Any) -> VerifyPolicy:
+        """kyso's default trust: the presets (default: the built-in PKI's root and the
+        Government root) plus the operator's anchors (``kyso trust add``)."""
+        from kyso.api.services import PRESETS
+
+        store = services.trust_store(*(presets or PRESETS))
+        return cls(trust_roots=tuple(store.certificates), **kw)
 
     def info(self, now: dt.datetime) -> PolicyInfo:
         return PolicyInfo(
@@ -475,6 +485,11 @@ class _Verifier:
         except Exception:
             byte_range = None
         check = check_byte_range(byte_range, ctx.data, ctx.layout, declared)
+        duplicated = self._duplicated_keys(sig_ref)
+        if duplicated:
+            # one parser takes the first, another the last: two verdicts for one file
+            check.ok = False
+            check.reasons.append(Reason("verify.sigdict.duplicated", {"keys": duplicated}))
         report.integrity.byte_range = (
             [int(v) for v in byte_range] if byte_range and check.revision is not None else None
         )
@@ -508,6 +523,26 @@ class _Verifier:
         self._changes(report, sig_field, check.revision)
         return report
 
+    def _duplicated_keys(self, sig_ref: Any) -> str:
+        """Keys written twice in the signature dictionary's own bytes."""
+        if not isinstance(sig_ref, generic.IndirectObject):
+            return ""
+        try:
+            xrefs = self.reader.xrefs
+            offset = xrefs.get_historical_ref(sig_ref.reference, xrefs.total_revisions - 1)
+        except Exception:
+            return ""
+        if not isinstance(offset, int):
+            return ""  # in an object stream: no byte range could point into it anyway
+        data = self.ctx.data
+        end = data.find(b"endobj", offset)
+        text = bytes(data[offset : end if end > 0 else offset + 65536])
+        return ", ".join(
+            key.decode()
+            for key in (b"/ByteRange", b"/Contents", b"/SubFilter", b"/Filter")
+            if len(re.findall(re.escape(key) + rb"(?![A-Za-z0-9])", text)) > 1
+        )
+
     async def _pyhanko(
         self, report: SignatureReport, name: str, sig_field: generic.DictionaryObject, kind: str
     ) -> None:
@@ -522,6 +557,8 @@ class _Verifier:
             )
             return
         report.integrity.digest_algorithm = embedded.md_algorithm
+        if not _signed_attrs_are_der(embedded.signer_info):
+            _worse(report, TOTAL_FAILED, "FORMAT_FAILURE", Reason("verify.cms.not_der"))
         with contextlib.suppress(Exception):
             report.integrity.signature_algorithm = embedded.signer_info["signature_algorithm"][
                 "algorithm"
@@ -901,7 +938,9 @@ class _Verifier:
             weak=weak,
         )
         if weak:
-            reason = Reason("verify.algorithm.weak", {"digest": digest or "-", "key": key or "-"})
+            reason = Reason(
+                "verify.algorithm.weak", {"digest": digest or "-", "key_type": key or "-"}
+            )
             if self.ctx.policy.weak_algorithms == "reject":
                 _worse(report, TOTAL_FAILED, "CRYPTO_CONSTRAINTS_FAILURE", reason)
             else:
@@ -1055,6 +1094,23 @@ class _Verifier:
                 log.debug("ignored", exc_info=True)
                 continue
         return None
+
+
+def _signed_attrs_are_der(signer_info: Any) -> bool:
+    """RFC 5652 5.4: the signature covers the DER encoding of the signed attributes.  A BER
+    encoding signed as found is accepted by some verifiers and refused by others (NSS
+    re-encodes): one file, two verdicts, so kyso refuses it."""
+    try:
+        attrs = signer_info["signed_attrs"]
+        if attrs.native is None:
+            return True
+        as_set = b"\x31" + bytes(attrs.dump()[1:])  # [0] IMPLICIT -> the SET OF it stands for
+        again = asn1_cms.CMSAttributes.load(as_set)
+        for attr in again:  # decode every value, so the re-encoding is really DER
+            attr.native  # noqa: B018
+        return bytes(again.dump(force=True)) == as_set
+    except Exception:
+        return False
 
 
 def _err(exc: BaseException) -> str:
