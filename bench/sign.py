@@ -24,12 +24,20 @@ used during each cell's rounds ("others' CPU", in % of one core: compare only ru
 is near 0 %). One output of each kyso and stock variant per cell is validated with pyhanko
 (intact, valid, trusted, timestamp present at B-T and up, a document timestamp at B-LTA).
 
+**B-T against B-B, interleaved** (``--bt-rounds``, for the 1-page and 200-page inputs): the
+table above measures each level in a cell of its own, minutes apart, so the ratio of two cells
+carries the machine's drift (CPU speed moves by ±30 % between minutes here). This second
+measurement alternates kyso B-B and B-T signatures of the same input round by round (the
+order flips every round) and reports the medians of wall time and of this process's CPU time
+(``time.process_time``: what other processes take from the machine barely changes it).
+
 Peak memory for the large file: each variant runs in a fresh subprocess that signs a 1-page
 file first (imports, caches), resets its peak RSS (``/proc/self/clear_refs``), then signs the
 large file once; reported as VmHWM minus VmRSS just before, in MB and in copies of the file.
 
     .venv/bin/python bench/sign.py                          # everything (about 3-5 minutes)
     .venv/bin/python bench/sign.py --inputs 1p --levels B-B --repeat 15
+    .venv/bin/python bench/sign.py --inputs 1p,200p --levels B-B --variants kyso --bt-rounds 60
 """
 
 from __future__ import annotations
@@ -443,6 +451,63 @@ def measure_cell(
     )
 
 
+@dataclasses.dataclass
+class Pair:
+    """kyso B-B and B-T on one input, alternated round by round."""
+
+    input: str
+    size: int
+    rounds: int
+    wall_ms: dict[str, float]  # median per level
+    cpu_ms: dict[str, float]  # median per level, this process's CPU time
+    other_cpu: float
+
+
+def measure_pair(fx: Fixture, name: str, source: Path, rounds: int, tmp: Path) -> Pair:
+    """B-B and B-T signatures of ``source`` by kyso, alternated (order flipped every round)."""
+    target = tmp / f"pair-{name}.pdf"
+    levels = ("B-B", "B-T")
+    for level in levels:  # warm-up: each level's reserved size learnt, first token issued
+        sign_kyso(fx, source, target, level)
+        check_output(fx, target, level)
+    wall: dict[str, list[float]] = {lv: [] for lv in levels}
+    cpu: dict[str, list[float]] = {lv: [] for lv in levels}
+    wall0, busy0, own0 = time.perf_counter(), machine_busy(), own_cpu()
+    for r in range(rounds):
+        for level in levels if r % 2 == 0 else levels[::-1]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            sign_kyso(fx, source, target, level)
+            cpu[level].append((time.process_time() - c0) * 1e3)
+            wall[level].append((time.perf_counter() - t0) * 1e3)
+            target.unlink(missing_ok=True)
+    elapsed = time.perf_counter() - wall0
+    others = max(0.0, (machine_busy() - busy0) - (own_cpu() - own0)) / elapsed
+    return Pair(
+        input=name,
+        size=source.stat().st_size,
+        rounds=rounds,
+        wall_ms={lv: statistics.median(v) for lv, v in wall.items()},
+        cpu_ms={lv: statistics.median(v) for lv, v in cpu.items()},
+        other_cpu=others,
+    )
+
+
+def pair_table(pairs: list[Pair]) -> str:
+    rows = [
+        "| input | rounds | B-B ms | B-T ms | B-T ÷ B-B | B-B CPU ms | B-T CPU ms "
+        "| B-T ÷ B-B (CPU) | others' CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in pairs:
+        w, c = p.wall_ms, p.cpu_ms
+        rows.append(
+            f"| {LABELS[p.input]} ({size_text(p.size)}) | {p.rounds} | {w['B-B']:.1f} "
+            f"| {w['B-T']:.1f} | {w['B-T'] / w['B-B']:.2f} | {c['B-B']:.1f} | {c['B-T']:.1f} "
+            f"| {c['B-T'] / c['B-B']:.2f} | {p.other_cpu:.0%} |"
+        )
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------------------------
 # Peak RSS in a fresh process
 
@@ -589,6 +654,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     p.add_argument("--json", type=Path, help="also write every measurement as JSON here")
     p.add_argument(
+        "--bt-rounds",
+        type=int,
+        default=30,
+        help="rounds of kyso B-B/B-T alternated on the 1-page and 200-page inputs (0: skip)",
+    )
+    p.add_argument(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -602,6 +673,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--repeat must be in [1, 200] and --repeat-big in [1, 50]")
     if not 1 <= args.big_mb <= 500:
         p.error("--big-mb must be in [1, 500]")
+    if not 0 <= args.bt_rounds <= 1000:
+        p.error("--bt-rounds must be in [0, 1000]")
     return args
 
 
@@ -618,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     cells: list[Cell] = []
+    pairs: list[Pair] = []
     rss: list[tuple[str, str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="kyso-bench-sign-") as tmp_name:
         tmp = Path(tmp_name)
@@ -643,6 +717,20 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
+            for name, source in inputs.items():
+                if name == "big" or not args.bt_rounds:
+                    continue
+                if args.wait_quiet:
+                    share = wait_until_quiet(args.wait_quiet)
+                    print(f"(others' CPU before the pairs: {share:.0%})", file=sys.stderr)
+                pair = measure_pair(fx, name, source, args.bt_rounds, tmp)
+                pairs.append(pair)
+                print(
+                    f"{name} B-B/B-T interleaved: wall {pair.wall_ms}, CPU {pair.cpu_ms}; "
+                    f"others' CPU {pair.other_cpu:.0%}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         finally:
             fx.loop.close()
         if "big" in inputs and not args.no_rss:
@@ -661,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "started": started.isoformat(),
                     "cells": [dataclasses.asdict(c) for c in cells],
+                    "pairs": [dataclasses.asdict(p) for p in pairs],
                     "rss": [{"variant": v, "level": lv, **r} for v, lv, r in rss],
                 },
                 indent=1,
@@ -669,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
     n_big = f", {args.repeat_big} for the large file" if "big" in args.inputs else ""
     print(f"\nMedian of {args.repeat} rounds{n_big} ({started:%Y-%m-%d} UTC):\n")
     print(table(cells))
+    if pairs:
+        print(f"\nkyso B-B and B-T alternated round by round, medians ({started:%Y-%m-%d} UTC):\n")
+        print(pair_table(pairs))
     if rss:
         print(f"\nPeak RSS signing the large file ({size_text(big_size)}), fresh process each:\n")
         print(rss_table(rss, big_size))

@@ -25,8 +25,13 @@ anchor may be part of a line; only the pages searched are interpreted), not with
 ``pdftotext`` (an external binary the service would have to ship and call per request, with
 word-level boxes only).  pyHanko itself does not extract text.
 
-Coordinates are PDF user-space points of the page, origin at the bottom left (``/Rotate`` is
-not taken into account: Decree 30 documents are upright A4).
+Coordinates given to and returned by this module (:class:`Placement` boxes, field rectangles,
+:func:`find_text`) are PDF user-space points of the page, origin at the bottom left, as in
+``/Rect``.  Everything *placed* by meaning (above a name, top right, bottom right, the seal on
+the left of the signature) is worked out as a viewer shows the page: a page with ``/Rotate``
+90, 180 or 270 and a visible area that does not start at (0, 0) is handled through
+:class:`PageFrame`, and every appearance is drawn upright for the viewer (its form XObject
+carries the rotation as ``/Matrix``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from pyhanko.pdf_utils import generic, layout
+from pyhanko.pdf_utils.content import AppearanceContent
 from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -232,14 +238,17 @@ Appearance = PersonAppearance | SealAppearance | TextStampAppearance
 class Placement:
     """Where a visible signature goes: exactly one of ``box``, ``field`` or ``anchor``.
 
-    * ``box`` on ``page``: a rectangle in PDF points; ``page`` counts from 0, negative from the
-      end, None means the last page.  The box must lie within the page's visible area.  For a
-      person the image is fitted inside it; a seal (real size) or a text block is centred in it.
+    * ``box`` on ``page``: a rectangle in PDF user-space points (as in ``/Rect``, whatever the
+      page's ``/Rotate``); ``page`` counts from 0, negative from the end, None means the last
+      page.  The box must lie within the page's visible area.  For a person the image is
+      fitted inside it; a seal (real size) or a text block is centred in it; all drawn upright
+      as the page is displayed.
     * ``field``: the name of an existing, empty signature field; its rectangle is used as is.
     * ``anchor``: a text printed on the page (case and spacing do not matter, diacritics do),
       searched on ``page``, or on every page from the last one back when ``page`` is None; the
-      lowest occurrence on the page is used.  ``anchor_mode="above"`` puts the signature in the
-      space above the text (the signer's printed name: between title and name);
+      lowest occurrence on the page (as displayed) is used.  ``anchor_mode="above"`` puts the
+      signature in the space above the text as the reader sees it (the signer's printed name:
+      between title and name);
       ``"over"`` centres it on the text (a placeholder such as ``{{chu_ky}}``).
     """
 
@@ -364,6 +373,148 @@ def vietnam_time(value: str | dt.datetime) -> str:
     return moment.astimezone(VIETNAM_TZ).replace(microsecond=0).isoformat()
 
 
+# --------------------------------------------------------------------------- page orientation
+
+
+@dataclass(frozen=True)
+class PageFrame:
+    """A page as a viewer shows it: its visible area in user space and its ``/Rotate``.
+
+    The *visual* space has its origin at the bottom left of the visible area as displayed,
+    x to the right and y up as the reader sees them, in points: its size is the area's, with
+    width and height swapped at 90 and 270 degrees.  :meth:`to_visual` and :meth:`to_user`
+    convert rectangles between the two.
+    """
+
+    area: Box
+    """The visible area (crop box clipped to the media box), user space."""
+    rotate: int = 0
+    """Clockwise rotation when displayed: 0, 90, 180 or 270."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rotate", normalise_rotation(self.rotate))
+
+    @property
+    def size(self) -> tuple[float, float]:
+        """Width and height of the page as displayed."""
+        w, h = self.area[2] - self.area[0], self.area[3] - self.area[1]
+        return (h, w) if self.rotate in (90, 270) else (w, h)
+
+    @property
+    def visual_area(self) -> Box:
+        w, h = self.size
+        return (0.0, 0.0, w, h)
+
+    def point_to_visual(self, x: float, y: float) -> tuple[float, float]:
+        u, v = x - self.area[0], y - self.area[1]
+        w, h = self.area[2] - self.area[0], self.area[3] - self.area[1]
+        if self.rotate == 90:
+            return (v, w - u)
+        if self.rotate == 180:
+            return (w - u, h - v)
+        if self.rotate == 270:
+            return (h - v, u)
+        return (u, v)
+
+    def point_to_user(self, x: float, y: float) -> tuple[float, float]:
+        w, h = self.area[2] - self.area[0], self.area[3] - self.area[1]
+        if self.rotate == 90:
+            u, v = w - y, x
+        elif self.rotate == 180:
+            u, v = w - x, h - y
+        elif self.rotate == 270:
+            u, v = y, h - x
+        else:
+            u, v = x, y
+        return (u + self.area[0], v + self.area[1])
+
+    def to_visual(self, box: Box) -> Box:
+        """A user-space rectangle as the viewer sees it."""
+        return _corners(self.point_to_visual(box[0], box[1]), self.point_to_visual(box[2], box[3]))
+
+    def to_user(self, box: Box) -> Box:
+        """A rectangle of the visual space in user space (for ``/Rect``)."""
+        return _corners(self.point_to_user(box[0], box[1]), self.point_to_user(box[2], box[3]))
+
+    def appearance_matrix(self, width: float, height: float) -> tuple[float, ...]:
+        """``/Matrix`` for a form XObject drawn upright in a ``width`` × ``height`` (visual)
+        box, so that it shows upright on this page once mapped onto its ``/Rect``."""
+        return appearance_matrix(self.rotate, width, height)
+
+
+def normalise_rotation(value: Any) -> int:
+    """``/Rotate`` as 0, 90, 180 or 270 (anything else, which the PDF forbids, counts as 0)."""
+    try:
+        degrees = int(value)
+    except (TypeError, ValueError):
+        return 0
+    degrees %= 360
+    return degrees if degrees in (0, 90, 180, 270) else 0
+
+
+def appearance_matrix(rotate: int, width: float, height: float) -> tuple[float, ...]:
+    """The form matrix turning an upright ``width`` × ``height`` drawing counter-clockwise by
+    ``rotate`` degrees (what a page displayed ``rotate`` degrees clockwise needs), with the
+    result's bottom-left corner at the origin."""
+    rotate = normalise_rotation(rotate)
+    if rotate == 90:
+        return (0.0, 1.0, -1.0, 0.0, height, 0.0)
+    if rotate == 180:
+        return (-1.0, 0.0, 0.0, -1.0, width, height)
+    if rotate == 270:
+        return (0.0, -1.0, 1.0, 0.0, 0.0, width)
+    return (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+
+
+def _corners(p: tuple[float, float], q: tuple[float, float]) -> Box:
+    return (min(p[0], q[0]), min(p[1], q[1]), max(p[0], q[0]), max(p[1], q[1]))
+
+
+class _UprightAppearance(AppearanceContent):
+    """A stamp laid out upright in its visual box, its form XObject turned by ``/Matrix`` so
+    that a viewer showing the page rotated sees it upright."""
+
+    def __init__(self, inner: AppearanceContent, writer: BasePdfFileWriter, rotate: int) -> None:
+        super().__init__(writer=writer, box=inner.box)
+        self.inner = inner
+        self.rotate = rotate
+
+    def as_form_xobject(self) -> generic.StreamObject:
+        xobject = self.inner.as_form_xobject()
+        matrix = appearance_matrix(self.rotate, self.inner.box.width, self.inner.box.height)
+        xobject[generic.pdf_name("/Matrix")] = generic.ArrayObject(
+            generic.FloatObject(v) for v in matrix
+        )
+        return xobject
+
+
+def _visual_box(box: layout.BoxConstraints, rotate: int) -> layout.BoxConstraints:
+    """The field's box as the stamp must be laid out (width and height swapped at 90/270)."""
+    if rotate in (90, 270) and box.width_defined and box.height_defined:
+        return layout.BoxConstraints(width=box.height, height=box.width)
+    return box
+
+
+def _upright(stamp: Any, writer: BasePdfFileWriter, rotate: int) -> Any:
+    return stamp if rotate == 0 or stamp is None else _UprightAppearance(stamp, writer, rotate)
+
+
+@dataclass(frozen=True)
+class UprightStaticStampStyle(StaticStampStyle):
+    """pyHanko's static (image) stamp, drawn upright on a page with ``/Rotate``."""
+
+    page_rotation: int = 0
+
+    def create_stamp(
+        self,
+        writer: BasePdfFileWriter,
+        box: layout.BoxConstraints,
+        text_params: dict[str, Any],
+    ) -> Any:
+        stamp = super().create_stamp(writer, _visual_box(box, self.page_rotation), text_params)
+        return _upright(stamp, writer, self.page_rotation)
+
+
 class _VietnamTimeTextStamp(TextStamp):
     def get_default_text_params(self) -> dict[str, str]:
         return {"ts": vietnam_time(dt.datetime.now(dt.UTC))}
@@ -380,20 +531,28 @@ class VietnamTimeTextStampStyle(TextStampStyle):
     """
 
     timestamp_format: str = PYHANKO_TIMESTAMP_FORMAT
+    page_rotation: int = 0
+    """The page's ``/Rotate``: the text is drawn upright for the viewer."""
 
     def create_stamp(
         self,
         writer: BasePdfFileWriter,
         box: layout.BoxConstraints,
         text_params: dict[str, Any],
-    ) -> TextStamp:
+    ) -> Any:
         params = dict(text_params or {})
         if isinstance(params.get("ts"), str):
             params["ts"] = vietnam_time(params["ts"])
-        return _VietnamTimeTextStamp(writer=writer, style=self, box=box, text_params=params)
+        stamp = _VietnamTimeTextStamp(
+            writer=writer,
+            style=self,
+            box=_visual_box(box, self.page_rotation),
+            text_params=params,
+        )
+        return _upright(stamp, writer, self.page_rotation)
 
 
-def _text_style(lines: Sequence[str]) -> VietnamTimeTextStampStyle:
+def _text_style(lines: Sequence[str], rotation: int = 0) -> VietnamTimeTextStampStyle:
     font_path = fonts.serif_font_path()
     missing = fonts.missing_glyphs("".join(lines), font_path)
     if missing:
@@ -423,6 +582,7 @@ def _text_style(lines: Sequence[str]) -> VietnamTimeTextStampStyle:
         ),
         border_width=0,
         background=None,
+        page_rotation=rotation,
     )
 
 
@@ -490,10 +650,10 @@ def _downscaled(img: Image.Image, width_pt: float) -> Image.Image:
     return img.resize((max_px, height), Image.Resampling.LANCZOS)
 
 
-def _image_style(img: Image.Image) -> StaticStampStyle:
+def _image_style(img: Image.Image, rotation: int = 0) -> UprightStaticStampStyle:
     from pyhanko.pdf_utils.images import PdfImage
 
-    return StaticStampStyle(
+    return UprightStaticStampStyle(
         background=PdfImage(img),
         background_opacity=1.0,
         background_layout=layout.SimpleBoxLayoutRule(
@@ -503,6 +663,7 @@ def _image_style(img: Image.Image) -> StaticStampStyle:
             inner_content_scaling=layout.InnerScaling.STRETCH_TO_FIT,
         ),
         border_width=0,
+        page_rotation=rotation,
     )
 
 
@@ -515,13 +676,23 @@ class _Page:
     ref: tuple[int, int]
     media_box: Box
     crop_box: Box
+    rotate: int = 0
 
     @property
     def area(self) -> Box:
         """The visible area: the crop box clipped to the media box."""
-        m, c = self.media_box, self.crop_box
-        area = (max(m[0], c[0]), max(m[1], c[1]), min(m[2], c[2]), min(m[3], c[3]))
-        return area if area[2] > area[0] and area[3] > area[1] else m
+        return visible_area(self.media_box, self.crop_box)
+
+    @property
+    def frame(self) -> PageFrame:
+        return PageFrame(self.area, self.rotate)
+
+
+def visible_area(media: Box, crop: Box | None) -> Box:
+    """The crop box clipped to the media box (the media box when they do not overlap)."""
+    m, c = media, crop or media
+    area = (max(m[0], c[0]), max(m[1], c[1]), min(m[2], c[2]), min(m[3], c[3]))
+    return area if area[2] > area[0] and area[3] > area[1] else m
 
 
 @dataclass(frozen=True)
@@ -557,7 +728,7 @@ def _pages(reader: PdfFileReader) -> list[_Page]:
             raise AppearanceError("signer.appearance.pdf_unreadable", reason="bad page tree")
         node = node_ref.get_object()
         attrs = dict(inherited)
-        for name in ("/MediaBox", "/CropBox"):
+        for name in ("/MediaBox", "/CropBox", "/Rotate"):
             if name in node:
                 attrs[name] = node[name]
         node_type = node.get("/Type")
@@ -567,7 +738,10 @@ def _pages(reader: PdfFileReader) -> list[_Page]:
             return
         media = _rect(attrs.get("/MediaBox")) or (0.0, 0.0, 595.28, 841.89)
         crop = _rect(attrs.get("/CropBox")) or media
-        pages.append(_Page(index=len(pages), ref=key, media_box=media, crop_box=crop))
+        rotate = normalise_rotation(attrs.get("/Rotate", 0))
+        pages.append(
+            _Page(index=len(pages), ref=key, media_box=media, crop_box=crop, rotate=rotate)
+        )
 
     walk(root, {}, frozenset())
     return pages
@@ -664,6 +838,8 @@ def _widget_page(
 class _Line:
     chars: tuple[tuple[str, Box | None], ...]
     bbox: Box
+    italic: tuple[bool, ...] = ()
+    """Per character: drawn in an italic or oblique face (empty when not known)."""
 
 
 def _fold(text: str) -> tuple[str, list[int]]:
@@ -713,19 +889,32 @@ def _text_lines(stream: BinaryIO, wanted: Sequence[int]) -> Iterator[tuple[int, 
         def collect(item: Any, to_user: Any = to_user, lines: list[_Line] = lines) -> None:
             if isinstance(item, LTTextLine):
                 chars: list[tuple[str, Box | None]] = []
+                italic: list[bool] = []
                 for ch in item:
                     if isinstance(ch, LTChar):
                         chars.append((ch.get_text(), to_user(ch.bbox)))
+                        italic.append(_is_italic(ch.fontname, ch.matrix))
                     elif isinstance(ch, LTAnno):
                         chars.append((ch.get_text(), None))
+                        italic.append(False)
                 if chars:
-                    lines.append(_Line(tuple(chars), to_user(item.bbox)))
+                    lines.append(_Line(tuple(chars), to_user(item.bbox), tuple(italic)))
             elif isinstance(item, LTContainer):
                 for child in item:
                     collect(child)
 
         collect(device.get_result())
         yield index, lines
+
+
+def _is_italic(fontname: Any, matrix: Sequence[float]) -> bool:
+    """An italic face by its name, or upright glyphs slanted by the text matrix."""
+    name = str(fontname or "").lower()
+    if "italic" in name or "oblique" in name:
+        return True
+    a, b, c, d = (float(v) for v in matrix[:4])
+    norm = math.hypot(a, b) * math.hypot(c, d)
+    return norm > 0 and abs(a * c + b * d) / norm > 0.1
 
 
 def _pdfminer_inverse(mediabox: Sequence[float], rotate: int) -> Any:
@@ -779,8 +968,9 @@ def _union(boxes: Sequence[Box]) -> Box:
 
 
 def find_text(pdf: bytes | BinaryIO, text: str, page: int | None = None) -> tuple[int, Box] | None:
-    """Where ``text`` is printed: ``(page index, box)`` of its lowest occurrence on ``page``
-    (or on the last page that has it, when ``page`` is None), or None.
+    """Where ``text`` is printed: ``(page index, box)`` of its lowest occurrence (as the page
+    is displayed) on ``page`` (or on the last page that has it, when ``page`` is None), or
+    None.  The box is in user space.
 
     Matching ignores case and spacing, not diacritics.  A stream's position is restored.
     """
@@ -788,15 +978,47 @@ def find_text(pdf: bytes | BinaryIO, text: str, page: int | None = None) -> tupl
         reader = _reader(stream)
         pages = _pages(reader)
         found = _find_anchor(stream, pages, text, page)
-    return None if found is None else (found[0], found[1])
+    if found is None:
+        return None
+    return found[0], pages[found[0]].frame.to_user(found[1])
+
+
+def visual_lines(frame: PageFrame, lines: Sequence[_Line]) -> list[_Line]:
+    """``lines`` (user space) as the viewer sees them."""
+    return [
+        _Line(
+            tuple((c, frame.to_visual(b) if b is not None else None) for c, b in line.chars),
+            frame.to_visual(line.bbox),
+            line.italic,
+        )
+        for line in lines
+    ]
+
+
+def page_text_lines(pdf: bytes | BinaryIO, page: int) -> tuple[PageFrame, list[_Line]]:
+    """The text lines of page ``page`` (0-based) with per-character boxes in the page's visual
+    space (:class:`PageFrame`), and that frame.  A stream's position is restored."""
+    with _opened(pdf) as stream:
+        pages = _pages(_reader(stream))
+        index = _page_index(pages, page)
+        frame = pages[index].frame
+        try:
+            found = [lines for _i, lines in _text_lines(stream, [index])]
+        except AppearanceError:
+            raise
+        except Exception as exc:  # pdfminer raises many unrelated types on damaged files
+            raise AppearanceError("signer.appearance.pdf_unreadable", reason=str(exc)) from None
+    return frame, visual_lines(frame, found[0] if found else [])
 
 
 def _find_anchor(
     stream: BinaryIO, pages: Sequence[_Page], text: str, page: int | None
 ) -> tuple[int, Box, list[_Line]] | None:
+    """Page, box and lines (visual space) of the lowest occurrence of ``text``."""
     order = [_page_index(pages, page)] if page is not None else list(range(len(pages)))[::-1]
     try:
-        for index, lines in _text_lines(stream, order):
+        for index, user_lines in _text_lines(stream, order):
+            lines = visual_lines(pages[index].frame, user_lines)
             hits = _matches(lines, text)
             if hits:
                 best = min(hits, key=lambda b: (round(b[1], 1), -b[0]))
@@ -1055,15 +1277,17 @@ def _sign_existing(
     widget = visible[0]
     page_index = _widget_page(widget, _annotation_pages(reader, pages), pages)
     box = widget[1]
+    frame = pages[page_index].frame if page_index is not None else PageFrame(box)
+    seen = frame.to_visual(box)
     style: BaseStampStyle
     if isinstance(appearance, PersonAppearance):
         img = _load_png(appearance.signature_png, "signature")
-        style = _image_style(_downscaled(img, box[2] - box[0]))
+        style = _image_style(_downscaled(img, seen[2] - seen[0]), frame.rotate)
     elif isinstance(appearance, SealAppearance):
         img = _load_png(appearance.seal_png, "seal")
-        style = _image_style(_downscaled(img, box[2] - box[0]))
+        style = _image_style(_downscaled(img, seen[2] - seen[0]), frame.rotate)
     else:
-        style = _text_style(appearance.lines)
+        style = _text_style(appearance.lines, frame.rotate)
     return VisibleSignature(
         field_name=target.name,
         new_field_spec=None,
@@ -1075,20 +1299,22 @@ def _sign_existing(
 
 
 def _new_field(
-    name: str, page: int, box: Box, style: BaseStampStyle, kind: Kind
+    name: str, page: _Page, visual_box: Box, style: BaseStampStyle, kind: Kind
 ) -> VisibleSignature:
-    box = _rounded(box)
+    """A new field whose widget shows at ``visual_box`` (visual space) of ``page``."""
+    box = _rounded(page.frame.to_user(visual_box))
     return VisibleSignature(
         field_name=name,
-        new_field_spec=SigFieldSpec(sig_field_name=name, on_page=page, box=box),  # type: ignore[arg-type]
+        new_field_spec=SigFieldSpec(sig_field_name=name, on_page=page.index, box=box),  # type: ignore[arg-type]
         stamp_style=style,
         kind=kind,
-        page_index=page,
+        page_index=page.index,
         box=box,
     )
 
 
 def _explicit_box(pages: Sequence[_Page], placement: Placement) -> tuple[int, Box]:
+    """Page index and the given box (user space), checked to lie on the visible page."""
     assert placement.box is not None
     index = _page_index(pages, placement.page)
     area = pages[index].area
@@ -1132,18 +1358,22 @@ def _person(
 ) -> VisibleSignature:
     img = _load_png(appearance.signature_png, "signature")
     size = (appearance.max_width, appearance.max_height)
-    area_box: Box
+    area_box: Box  # visual space, from here on
     if placement is not None and placement.box is not None:
-        index, area_box = _explicit_box(pages, placement)
+        index, given = _explicit_box(pages, placement)
+        frame = pages[index].frame
+        area_box = frame.to_visual(given)
     elif placement is not None and placement.anchor is not None:
         index, anchor, lines = _anchor(stream, pages, placement)
+        frame = pages[index].frame
         width = max(size[0], anchor[2] - anchor[0])
         area_box = _box_near_anchor(
             anchor, lines, placement.anchor_mode, (width, size[1]), fill_gap=True
         )
-        area_box = _clamp(area_box, pages[index].area)
+        area_box = _clamp(area_box, frame.visual_area)
     else:
         index = len(pages) - 1
+        frame = pages[index].frame
         found = None
         if signer_name and _fold(signer_name)[0]:
             found = _find_anchor(stream, pages, signer_name, index)
@@ -1152,16 +1382,17 @@ def _person(
             width = max(size[0], anchor[2] - anchor[0])
             area_box = _box_near_anchor(anchor, lines, "above", (width, size[1]), fill_gap=True)
         else:
-            area_box = _default_person_box(pages[index].area, size)
-        area_box = _clamp(area_box, pages[index].area)
+            area_box = _default_person_box(frame.visual_area, size)
+        area_box = _clamp(area_box, frame.visual_area)
     box = _fit(img.width, img.height, area_box)
-    style = _image_style(_downscaled(img, box[2] - box[0]))
-    return _new_field(name, index, box, style, "person")
+    style = _image_style(_downscaled(img, box[2] - box[0]), frame.rotate)
+    return _new_field(name, pages[index], box, style, "person")
 
 
 def _default_person_box(area: Box, size: tuple[float, float]) -> Box:
     """The usual signature-block place when nothing tells better: the right-hand column
-    (centred at 72 % of the width), its bottom 50 mm above the page's bottom edge."""
+    (centred at 72 % of the width), its bottom 50 mm above the page's bottom edge (``area``
+    and the result in visual space)."""
     w, h = size
     cx = area[0] + 0.72 * (area[2] - area[0])
     bottom = area[1] + 50 * MM
@@ -1179,7 +1410,7 @@ def _seal(
 ) -> VisibleSignature:
     img = _load_png(appearance.seal_png, "seal")
     d = appearance.diameter_pt
-    # Real size: the seal's larger side is its diameter.
+    # Real size: the seal's larger side is its diameter (as seen, upright).
     w, h = (
         (d, d * img.height / img.width)
         if img.width >= img.height
@@ -1190,19 +1421,22 @@ def _seal(
     )
     if placement is not None and placement.box is not None:
         index, given = _explicit_box(pages, placement)
-        box = _centred((given[0] + given[2]) / 2, (given[1] + given[3]) / 2, w, h)
+        seen = pages[index].frame.to_visual(given)
+        box = _centred((seen[0] + seen[2]) / 2, (seen[1] + seen[3]) / 2, w, h)
     elif placement is not None and placement.anchor is not None:
         index, anchor, lines = _anchor(stream, pages, placement)
         box = _box_near_anchor(anchor, lines, placement.anchor_mode, (w, h), fill_gap=False)
     else:
-        index, person = _person_signature(reader, pages, all_fields, appearance.person_field)
+        index, person_user = _person_signature(reader, pages, all_fields, appearance.person_field)
+        person = pages[index].frame.to_visual(person_user)
         person_w = person[2] - person[0]
         right = person[0] + appearance.overlap * person_w
         cy = (person[1] + person[3]) / 2
         box = (right - w, cy - h / 2, right, cy + h / 2)
-    box = _clamp(box, pages[index].area)
-    style = _image_style(_downscaled(img, w))
-    return _new_field(name, index, box, style, "seal")
+    frame = pages[index].frame
+    box = _clamp(box, frame.visual_area)
+    style = _image_style(_downscaled(img, w), frame.rotate)
+    return _new_field(name, pages[index], box, style, "seal")
 
 
 def _person_signature(
@@ -1247,21 +1481,22 @@ def _text(
     name: str,
 ) -> VisibleSignature:
     lines = tuple(appearance.lines)
-    style = _text_style(lines)
     w, h = _text_size(lines)
     if placement is not None and placement.box is not None:
-        index, box = _explicit_box(pages, placement)
+        index, given = _explicit_box(pages, placement)
+        box = pages[index].frame.to_visual(given)
     elif placement is not None and placement.anchor is not None:
         index, anchor, found_lines = _anchor(stream, pages, placement)
         box = _box_near_anchor(anchor, found_lines, placement.anchor_mode, (w, h), fill_gap=False)
-        box = _clamp(box, pages[index].area)
+        box = _clamp(box, pages[index].frame.visual_area)
     else:
         index = 0
-        area = pages[0].area
+        area = pages[0].frame.visual_area
         right = area[2] - TEXT_MARGIN_RIGHT_MM * MM
         top = area[3] - TEXT_MARGIN_TOP_MM * MM
         box = _clamp((right - w, top - h, right, top), area)
-    return _new_field(name, index, box, style, "text")
+    style = _text_style(lines, pages[index].rotate)
+    return _new_field(name, pages[index], box, style, "text")
 
 
 # --------------------------------------------------------------------------- demo images

@@ -25,12 +25,33 @@ margins: left 30 mm, right 20 mm, top 20 mm):
   110-130 pt from the top (38.8-45.9 mm), centred;
 * place and date: x 283-539 pt (100-190 mm, the right column under the national motto),
   the same height, centred, oblique (the Decree wants italics; the font ships no italic).
+
+Measured as the page is displayed (a page with ``/Rotate`` or a visible area that does not
+start at 0 gets its boxes where a reader sees that corner; the field's ``/MK /R`` says how its
+appearance is turned, and the filled appearance is drawn upright).
+
+**From the drafting template.** When the page prints the number line of the template
+(``Số:`` followed only by a placeholder: blanks, dots, ``…``, ``_``, and maybe ``/QĐ-UBND``)
+and/or its date line (``…, ngày … tháng … năm …`` with dotted or blank placeholders), found
+with pdfminer.six (:func:`kyso.signer.appearance.page_text_lines`), the fields go there
+instead: the number right after ``Số:``, the date over the date line (after the place name
+when the template prints one, over the place placeholder otherwise), at the template's font
+size and on its baseline, left-aligned, with a white background (``/MK /BG``) that hides the
+placeholder once filled, upright or italic as the template prints that line.  What the
+template already prints before the field (``Số:``, the place name) is kept in the field
+(``/KysoTemplate``) and not drawn again: the filled appearance shows ``15/QĐ-UBND`` after the
+printed ``Số:``, and the field's value is still the whole line (``Số: 15/QĐ-UBND``,
+``Hà Nội, ngày 05 tháng 01 năm 2020``); a ``place`` other than the printed one is refused.
+Explicit boxes always win; a line not found falls back to the default box.  The baseline is
+placed for Times-like metrics (descent 0.216 em), what Decree 30 templates use.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
+import statistics
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +67,17 @@ from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 from kyso.signer import fonts
+from kyso.signer.appearance import (
+    AppearanceError,
+    PageFrame,
+    appearance_matrix,
+    normalise_rotation,
+    page_text_lines,
+    visible_area,
+)
 from kyso.signer.errors import SigningError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DATE_BOX",
@@ -56,11 +87,13 @@ __all__ = [
     "NUMBER_BOX",
     "RegisterError",
     "RegisterFields",
+    "TemplateLine",
     "add_register_fields",
     "async_fill_register_fields",
     "check_issue_date",
     "check_place",
     "fill_register_fields",
+    "find_template_lines",
     "format_date_vi",
     "format_number",
     "number_text",
@@ -242,6 +275,11 @@ FIELD_CHARSET = "".join(chr(c) for c in range(0x20, 0x7F)) + fonts.VIETNAMESE_LE
 """Characters the embedded font subset can draw."""
 
 _FF_READ_ONLY = 1
+TEMPLATE_KEY = "/KysoTemplate"
+"""Field entry of a field placed on the template's own line: ``<< /Printed (Số:) /Italic
+false >>``, what the template prints just before the field (not drawn again) and whether
+its text there is italic (the filled text follows it)."""
+_WHITE = generic.ArrayObject([generic.FloatObject(1)])
 
 
 @dataclass(frozen=True)
@@ -252,29 +290,256 @@ class RegisterFields:
     page: int
     number_box: Box
     date_box: Box
+    from_template: tuple[bool, bool] = (False, False)
+    """Whether each box was found from the template's text (number, date)."""
 
 
-def _page_box(page: generic.DictionaryObject) -> Box:
-    box = page.get("/CropBox") or page.get("/MediaBox")
-    parent = page
-    while box is None and "/Parent" in parent:
-        parent = parent["/Parent"].get_object()
-        box = parent.get("/CropBox") or parent.get("/MediaBox")
-    if box is None:
-        return (0.0, 0.0, 595.0, 842.0)
-    x1, y1, x2, y2 = (float(v) for v in box)
+def _inherited(page: generic.DictionaryObject, key: str) -> Any:
+    node: Any = page
+    for _ in range(64):
+        if key in node:
+            return node[key]
+        if "/Parent" not in node:
+            return None
+        node = node["/Parent"].get_object()
+    return None
+
+
+def _as_box(value: Any) -> Box | None:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
     return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+
+
+def page_frame(page: generic.DictionaryObject) -> PageFrame:
+    """The page as displayed: visible area (crop box within media box) and ``/Rotate``."""
+    media = _as_box(_inherited(page, "/MediaBox")) or (0.0, 0.0, 595.0, 842.0)
+    crop = _as_box(_inherited(page, "/CropBox"))
+    return PageFrame(visible_area(media, crop), normalise_rotation(_inherited(page, "/Rotate")))
+
+
+def _from_top_left(frame: PageFrame, box: Box) -> Box:
+    """``(left, top, right, bottom)`` in points from the displayed page's top-left corner, as
+    a user-space rectangle."""
+    x1, t1, x2, t2 = box
+    height = frame.size[1]
+    return frame.to_user((x1, height - t2, x2, height - t1))
 
 
 def default_boxes(page: generic.DictionaryObject) -> tuple[Box, Box]:
     """The default number and date boxes in PDF coordinates (x1, y1, x2, y2) for ``page``."""
-    left, _bottom, _right, top = _page_box(page)
+    frame = page_frame(page)
+    return _from_top_left(frame, NUMBER_BOX), _from_top_left(frame, DATE_BOX)
 
-    def convert(box: Box) -> Box:
-        x1, t1, x2, t2 = box
-        return (left + x1, top - t2, left + x2, top - t1)
 
-    return convert(NUMBER_BOX), convert(DATE_BOX)
+# -- finding the template's number and date lines ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateLine:
+    """Where the template prints a register line, and the field that fills it."""
+
+    box: Box
+    """The field's rectangle, user space."""
+    font_size: float
+    """The template's font size on that line."""
+    printed: str
+    """What the template prints just before the field (``Số:``, ``Hà Nội,``), or ""."""
+    italic: bool = False
+    """The template prints that line in italics."""
+
+
+_PLACEHOLDER_CHARS = " \t.…_·‥"
+_NUMBER_LINE = re.compile(
+    r"\b(số\s*:)([ \t.…_·‥]*(?:/\S*)?)(?![ \t.…_·‥]*\d)(?=\s|$)", re.IGNORECASE
+)
+_DATE_LINE = re.compile(r"ngày([ \t.…_·‥]*)tháng([ \t.…_·‥]*)năm[ \t.…_·‥\d]*", re.IGNORECASE)
+_DESCENT = 0.216
+"""Descent of a Times-like face, in em: pdfminer's character boxes start this far below the
+baseline (their height is the font size)."""
+_RUN_GAP_EM = 2.0
+"""A gap wider than this (in em) between two characters of a line separates two columns."""
+NUMBER_MIN_WIDTH_EM = 7.0
+"""The number field is at least this wide (``15/QĐ-UBND`` is about 5.3 em)."""
+_SAMPLE_DATE = "ngày 28 tháng 12 năm 2020"
+_SAMPLE_PLACE = "Hà Nội, "
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A piece of a line between column gaps: its text (NFC), each character's box and
+    whether it is italic."""
+
+    text: str
+    boxes: tuple[Box | None, ...]
+    italic: tuple[bool, ...]
+
+    def span(self, start: int, end: int) -> list[Box]:
+        return [b for b in self.boxes[start:end] if b is not None]
+
+    def is_italic(self, start: int, end: int) -> bool:
+        pairs = zip(self.italic[start:end], self.boxes[start:end], strict=True)
+        flags = [i for i, b in pairs if b]
+        return bool(flags) and sum(flags) * 2 > len(flags)
+
+
+def _runs(line: Any) -> list[_Run]:
+    """Split a text line (visual space) into runs at wide gaps, NFC per character (combining
+    marks that pdfminer gives as characters of their own join the letter before)."""
+    flags = tuple(line.italic) or (False,) * len(line.chars)
+    merged: list[tuple[str, Box | None, bool]] = []
+    for (piece, box), italic in zip(line.chars, flags, strict=True):
+        if merged and piece and all(unicodedata.combining(c) for c in piece):
+            prev_text, prev_box, prev_italic = merged[-1]
+            merged[-1] = (prev_text + piece, prev_box, prev_italic)
+        else:
+            merged.append((piece, box, italic))
+    chars = [(unicodedata.normalize("NFC", t), b, i) for t, b, i in merged]
+    heights = [b[3] - b[1] for _t, b, _i in chars if b is not None and b[3] > b[1]]
+    em = statistics.median(heights) if heights else 12.0
+    runs: list[_Run] = []
+    text: list[str] = []
+    boxes: list[Box | None] = []
+    italics: list[bool] = []
+    last: Box | None = None
+    for t, b, i in chars:
+        if b is not None and last is not None and b[0] - last[2] > _RUN_GAP_EM * em and text:
+            runs.append(_Run("".join(text), tuple(boxes), tuple(italics)))
+            text, boxes, italics = [], [], []
+        # one entry per code point, so regex offsets index the boxes
+        for k, c in enumerate(t):
+            text.append(c)
+            boxes.append(b if k == 0 else None)
+            italics.append(i)
+        if b is not None:
+            last = b
+    if text:
+        runs.append(_Run("".join(text), tuple(boxes), tuple(italics)))
+    return runs
+
+
+def _size_and_baseline(boxes: Sequence[Box]) -> tuple[float, float]:
+    size = statistics.median(b[3] - b[1] for b in boxes)
+    bottom = min(b[1] for b in boxes)
+    return size, bottom + _DESCENT * size
+
+
+def _line_box(x0: float, x1: float, size: float, baseline: float) -> Box:
+    """A field box from ``x0`` to ``x1`` whose vertically centred text (see
+    :func:`_appearance`) sits on ``baseline``, covering the line's ascenders and descenders."""
+    half = (0.35 + _DESCENT) * size + 1.0
+    centre = baseline + 0.35 * size
+    return (x0, centre - half, x1, centre + half)
+
+
+def _is_placeholder(text: str) -> bool:
+    return all(c in _PLACEHOLDER_CHARS or c.isspace() or c == "," for c in text)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A template line found, in visual space: the field's left and right, the template's
+    font size and baseline there, what it prints before the field, italics."""
+
+    left: float
+    right: float
+    size: float
+    baseline: float
+    printed: str
+    italic: bool
+
+    @property
+    def box(self) -> Box:
+        return _line_box(self.left, self.right, self.size, self.baseline)
+
+
+def _find_number(runs: Sequence[_Run]) -> _Found | None:
+    for run in runs:
+        for match in _NUMBER_LINE.finditer(run.text):
+            label = run.span(match.start(1), match.end(1))
+            rest = run.span(match.start(2), match.end(2))
+            if not label:
+                continue
+            size, baseline = _size_and_baseline(label)
+            left = max(b[2] for b in label) + 1.0
+            right = max([left + NUMBER_MIN_WIDTH_EM * size, *(b[2] + 2.0 for b in rest)])
+            printed = " ".join(match.group(1).split()).replace(" :", ":")
+            italic = run.is_italic(match.start(1), match.end(1))
+            return _Found(left, right, size, baseline, printed, italic)
+    return None
+
+
+def _find_date(runs: Sequence[_Run]) -> _Found | None:
+    for run in runs:
+        for match in _DATE_LINE.finditer(run.text):
+            word = run.span(match.start(), match.start() + 4)  # "ngày"
+            month = run.span(match.end(1), match.end(1) + 5)  # "tháng"
+            body = run.span(match.start(), match.end())
+            if not word or not month or not body:
+                continue
+            size, baseline = _size_and_baseline(body)
+            gap = month[0][0] - max(b[2] for b in word)
+            blanks = match.group(1)
+            if not (
+                any(c in ".…_·‥" for c in blanks + match.group(2))
+                or len(blanks) >= 2
+                or gap > 1.2 * size
+            ):
+                continue  # "ngày tháng năm" in running text, not a placeholder line
+            before = run.text[: match.start()]
+            head = before.rstrip()
+            printed = ""
+            if head and not _is_placeholder(head):
+                # the printed place stays; the field starts where "ngày" is printed
+                printed = " ".join(head.split())
+                left = word[0][0] - 2.0
+                needed = fonts.text_width(_SAMPLE_DATE, size)
+            else:
+                start = len(before) - len(before.lstrip())
+                left = run.span(start, match.end())[0][0] - 2.0
+                needed = fonts.text_width(_SAMPLE_PLACE + _SAMPLE_DATE, size)
+            right = max(max(b[2] for b in body) + 2.0, left + needed + 6.0)
+            italic = run.is_italic(match.start(), match.end())
+            return _Found(left, right, size, baseline, printed, italic)
+    return None
+
+
+def find_template_lines(pdf: Any, page: int) -> tuple[TemplateLine | None, TemplateLine | None]:
+    """The template's number line and date line on page ``page`` (0-based), if it prints
+    them with placeholders (see the module docstring), as :class:`TemplateLine` (user space).
+
+    ``pdf`` is the document as bytes or a seekable binary stream (its position is restored).
+    Raises :class:`~kyso.signer.appearance.AppearanceError` when the page cannot be read.
+    """
+    frame, lines = page_text_lines(pdf, page)
+    runs = [run for line in lines for run in _runs(line)]
+    number, date = _find_number(runs), _find_date(runs)
+    area = frame.visual_area
+    found: list[TemplateLine | None] = []
+    for item in (number, date):
+        if item is None:
+            found.append(None)
+            continue
+        box = item.box
+        if item is number and date is not None:
+            # never run into the date line printed further right on the same row
+            other = date.box
+            if date.left > item.left and other[1] < box[3] and box[1] < other[3]:
+                box = (box[0], box[1], min(box[2], date.left - 4.0), box[3])
+        box = (
+            max(box[0], area[0]),
+            max(box[1], area[1]),
+            min(box[2], area[2]),
+            min(box[3], area[3]),
+        )
+        if box[2] - box[0] < 20 or box[3] - box[1] < MIN_FONT_SIZE:
+            found.append(None)
+            continue
+        line = TemplateLine(frame.to_user(box), round(item.size, 2), item.printed, item.italic)
+        found.append(line)
+    return found[0], found[1]
 
 
 def _check_box(box: Sequence[float], name: str) -> Box:
@@ -327,7 +592,8 @@ def add_register_fields(
 
     Call it on the writer the person's signature is applied with, before signing (or in a
     revision of its own before the signature).  Boxes are PDF user-space rectangles
-    ``(x1, y1, x2, y2)`` on page ``page`` (0-based); None takes the Decree 30 defaults
+    ``(x1, y1, x2, y2)`` on page ``page`` (0-based); None takes the template's number or date
+    line when the page prints one (:func:`find_template_lines`), else the Decree 30 defaults
     (:data:`NUMBER_BOX`, :data:`DATE_BOX`).
     """
     if len(names) != 2 or not all(isinstance(n, str) and n for n in names) or names[0] == names[1]:
@@ -348,10 +614,25 @@ def add_register_fields(
 
     page_ref, _resources = writer.find_page_for_modification(page)
     page_obj = page_ref.get_object()
+    frame = page_frame(page_obj)
     defaults = default_boxes(page_obj)
+    template: tuple[TemplateLine | None, TemplateLine | None] = (None, None)
+    if number_box is None or date_box is None:
+        try:
+            template = find_template_lines(writer.prev.stream, page % page_count)
+        except AppearanceError as exc:
+            log.warning("template text not readable, default register boxes used: %s", exc)
+    found = (
+        template[0] if number_box is None else None,
+        template[1] if date_box is None else None,
+    )
     boxes = (
-        _check_box(number_box, names[0]) if number_box is not None else defaults[0],
-        _check_box(date_box, names[1]) if date_box is not None else defaults[1],
+        _check_box(number_box, names[0])
+        if number_box is not None
+        else (found[0].box if found[0] is not None else defaults[0]),
+        _check_box(date_box, names[1])
+        if date_box is not None
+        else (found[1].box if found[1] is not None else defaults[1]),
     )
 
     # /AcroForm, its /Fields and the /DR font
@@ -395,10 +676,16 @@ def add_register_fields(
         n += 1
         resource = f"{FONT_RESOURCE}{n}"
     font_dict[pdf_name(resource)] = font_ref
-    da = f"{resource} {FONT_SIZE:g} Tf 0 g"
 
-    for name, tooltip, box in zip(names, _TOOLTIPS, boxes, strict=True):
+    for name, tooltip, box, line in zip(names, _TOOLTIPS, boxes, found, strict=True):
         x1, y1, x2, y2 = box
+        size = min(max(line.font_size, MIN_FONT_SIZE), 2 * FONT_SIZE) if line else FONT_SIZE
+        da = f"{resource} {size:g} Tf 0 g"
+        mk = generic.DictionaryObject()
+        if frame.rotate:
+            mk[pdf_name("/R")] = generic.NumberObject(frame.rotate)
+        if line is not None:
+            mk[pdf_name("/BG")] = _WHITE
         empty = generic.StreamObject(
             {
                 pdf_name("/Type"): pdf_name("/XObject"),
@@ -429,13 +716,21 @@ def add_register_fields(
                 pdf_name("/Ff"): generic.NumberObject(0),
                 pdf_name("/P"): page_ref,
                 pdf_name("/DA"): generic.TextStringObject(da),
-                pdf_name("/Q"): generic.NumberObject(1),
-                pdf_name("/MK"): generic.DictionaryObject(),
+                # centred in a default box; from the template's left, as its text runs
+                pdf_name("/Q"): generic.NumberObject(0 if line is not None else 1),
+                pdf_name("/MK"): mk,
                 pdf_name("/AP"): generic.DictionaryObject(
                     {pdf_name("/N"): writer.add_object(empty)}
                 ),
             }
         )
+        if line is not None:
+            field[pdf_name(TEMPLATE_KEY)] = generic.DictionaryObject(
+                {
+                    pdf_name("/Printed"): generic.TextStringObject(line.printed),
+                    pdf_name("/Italic"): generic.BooleanObject(line.italic),
+                }
+            )
         field_ref = writer.add_object(field)
         field_list.append(field_ref)
         writer.register_annotation(page_ref, field_ref)
@@ -444,6 +739,7 @@ def add_register_fields(
         page=page if page >= 0 else page_count + page,
         number_box=boxes[0],
         date_box=boxes[1],
+        from_template=(found[0] is not None, found[1] is not None),
     )
 
 
@@ -600,6 +896,14 @@ def _appearance(
     hex_text, unit_width = font.encode(text)
     x1, y1, x2, y2 = (float(v) for v in field["/Rect"])
     width, height = abs(x2 - x1), abs(y2 - y1)
+    mk = field.get("/MK")
+    mk = mk.get_object() if mk is not None else generic.DictionaryObject()
+    rotate = normalise_rotation(mk.get("/R", 0)) if isinstance(mk, generic.DictionaryObject) else 0
+    if rotate in (90, 270):
+        width, height = height, width  # laid out upright, turned by /Matrix below
+    background = _colour_ops(mk.get("/BG") if isinstance(mk, generic.DictionaryObject) else None)
+    if background:
+        background += f" 0 0 {width:.2f} {height:.2f} re f\n"
     pad = 2.0
     if unit_width * size > width - 2 * pad:
         size = max(MIN_FONT_SIZE, (width - 2 * pad) / unit_width)
@@ -617,7 +921,7 @@ def _appearance(
     shear = OBLIQUE if oblique else 0
     ops = (
         (
-            f"/Tx BMC\nq\n{pad:g} 0 {width - 2 * pad:.2f} {height:.2f} re W n\nBT\n"
+            f"{background}/Tx BMC\nq\n{pad:g} 0 {width - 2 * pad:.2f} {height:.2f} re W n\nBT\n"
             f"{resource} {size:.2f} Tf\n0 g\n1 0 {shear:g} 1 {x:.2f} {y:.2f} Tm\n"
         ).encode("ascii")
         + hex_text
@@ -641,8 +945,24 @@ def _appearance(
         },
         stream_data=ops,
     )
+    if rotate:
+        stream[pdf_name("/Matrix")] = generic.ArrayObject(
+            generic.FloatObject(v) for v in appearance_matrix(rotate, width, height)
+        )
     stream.compress()
     return writer.add_object(stream)
+
+
+def _colour_ops(value: Any) -> str:
+    """Fill-colour operators for a ``/MK /BG`` array (gray, RGB or CMYK), "" for none."""
+    try:
+        parts = [float(v) for v in value.get_object()] if value is not None else []
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    if not all(0.0 <= v <= 1.0 for v in parts):
+        return ""
+    operator = {1: "g", 3: "rg", 4: "k"}.get(len(parts))
+    return "" if operator is None else " ".join(f"{v:g}" for v in parts) + f" {operator}"
 
 
 def _check_signatures(
@@ -726,7 +1046,8 @@ async def async_fill_register_fields(
     source, target = Path(source), Path(target)
     _refuse_same(source, target)
     number_line = number_text(number, symbol)
-    date_line = format_date_vi(check_issue_date(issued or today_vn(), today), place)
+    issued_on = check_issue_date(issued or today_vn(), today)
+    where = check_place(place)
     with open_pdf(source) as handle:
         writer = _writer(handle, source)
         reader = writer.prev
@@ -750,18 +1071,62 @@ async def async_fill_register_fields(
                 raise RegisterError("signer.register.fields.after_signature", name=name)
             if locked is None or name in locked:
                 raise RegisterError("signer.register.locked")
-        for name, text, oblique in zip(names, (number_line, date_line), (False, True), strict=True):
+        number_printed, number_italic = _template_of(found[names[0]].get_object(), False)
+        date_printed, date_italic = _template_of(found[names[1]].get_object(), True)
+        number_shown = format_number(number, symbol) if number_printed else number_line
+        date_line, date_shown = _date_texts(issued_on, where, date_printed)
+        for name, text, shown, oblique in zip(
+            names,
+            (number_line, date_line),
+            (number_shown, date_shown),
+            (number_italic, date_italic),
+            strict=True,
+        ):
             ref = found[name]
             field = ref.get_object()
             field[pdf_name("/V")] = generic.TextStringObject(text)
             field[pdf_name("/AP")] = generic.DictionaryObject(
-                {pdf_name("/N"): _appearance(writer, field, form, text, oblique=oblique)}
+                {pdf_name("/N"): _appearance(writer, field, form, shown, oblique=oblique)}
             )
             field[pdf_name("/Ff")] = generic.NumberObject(int(field.get("/Ff", 0)) | _FF_READ_ONLY)
             writer.mark_update(ref)
         async with atomic_output(target) as out:
             writer.write(out)
     return number_line, date_line
+
+
+def _template_of(field: generic.DictionaryObject, italic: bool) -> tuple[str, bool]:
+    """What the template prints before the field ("" when nothing) and whether the filled
+    text is slanted: the template's own style for a field on its line (``/KysoTemplate``),
+    else ``italic`` (Decree 30: the date line is italic, the number upright)."""
+    entry = field.get(TEMPLATE_KEY)
+    entry = entry.get_object() if entry is not None else None
+    if not isinstance(entry, generic.DictionaryObject):
+        return "", italic
+    printed = " ".join(unicodedata.normalize("NFC", str(entry.get("/Printed", ""))).split())
+    return printed, bool(entry.get("/Italic", False))
+
+
+def _same_place(a: str, b: str) -> bool:
+    def fold(text: str) -> str:
+        return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+    return fold(a) == fold(b)
+
+
+def _date_texts(issued: dt.date, place: str | None, printed: str) -> tuple[str, str]:
+    """The date field's value (the whole line) and what its appearance draws.
+
+    With the place printed by the template (``printed``, e.g. ``Hà Nội,``) only the date is
+    drawn after it; a different ``place`` would contradict the document and is refused."""
+    if not printed:
+        text = format_date_vi(issued, place)
+        return text, text
+    printed_place = printed.rstrip(", ").strip()
+    if place is not None and not _same_place(place, printed_place):
+        raise RegisterError("signer.register.place.printed", printed=printed_place, place=place)
+    date_only = format_date_vi(issued)
+    return (f"{printed_place}, {date_only}" if printed_place else date_only), date_only
 
 
 def fill_register_fields(

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -122,19 +123,42 @@ def keys() -> Signers:
     )
 
 
-def _text_ops(engine, text: str, x: float, y: float, size: int) -> bytes:
+def _text_ops(engine, text: str, x: float, y: float, size: int, shear: float = 0.0) -> bytes:
     shaped = engine.shape(text)
-    return b"BT /F1 %d Tf 1 0 0 1 %g %g Tm %s ET" % (size, x, y, shaped.graphics_ops)
+    return b"BT /F1 %d Tf 1 0 %g 1 %g %g Tm %s ET" % (size, shear, x, y, shaped.graphics_ops)
 
 
-def make_document(pages_text: list[list[tuple[str, float, float, int]]]) -> bytes:
-    """An A4 PDF whose pages print ``(text, x, baseline y, size)`` in the shipped serif."""
+def layout_matrix(rotate: int, width: float, height: float, origin: tuple[float, float]) -> str:
+    """``cm`` operands drawing a layout made upright in ``width`` × ``height`` points on a
+    page shown ``rotate`` degrees clockwise, whose media box starts at ``origin``."""
+    ox, oy = origin
+    return {
+        0: f"1 0 0 1 {ox:g} {oy:g}",
+        90: f"0 1 -1 0 {ox + height:g} {oy:g}",
+        180: f"-1 0 0 -1 {ox + width:g} {oy + height:g}",
+        270: f"0 -1 1 0 {ox:g} {oy + width:g}",
+    }[rotate]
+
+
+def make_document(
+    pages_text: list[list[tuple[Any, ...]]],
+    *,
+    rotate: int = 0,
+    origin: tuple[float, float] = (0.0, 0.0),
+) -> bytes:
+    """An A4 PDF whose pages print ``(text, x, baseline y, size[, shear])`` in the shipped
+    serif.  Coordinates are as the page is seen: with ``rotate`` the page carries ``/Rotate``
+    and its content is drawn turned the other way, so that a viewer shows it upright; its
+    media box starts at ``origin``."""
     writer = PdfFileWriter(stream_xrefs=False)
     font_path = str(fonts.serif_font_path())
+    width, height = A4
+    user = (width, height) if rotate in (0, 180) else (height, width)
+    media = (origin[0], origin[1], origin[0] + user[0], origin[1] + user[1])
     for items in pages_text:
-        ops = []
+        ops = [f"q {layout_matrix(rotate, width, height, origin)} cm".encode()]
         engines = {}
-        for text, x, y, size in items:
+        for text, x, y, size, *rest in items:
             engine = engines.get(size)
             if engine is None:
                 engine = GlyphAccumulatorFactory(font_path, font_size=size).create_font_engine(
@@ -142,7 +166,9 @@ def make_document(pages_text: list[list[tuple[str, float, float, int]]]) -> byte
                 )
                 engines[size] = engine
             # one font resource per size keeps the example simple
-            ops.append(_text_ops(engine, text, x, y, size).replace(b"/F1", b"/F%d" % size))
+            shear = rest[0] if rest else 0.0
+            ops.append(_text_ops(engine, text, x, y, size, shear).replace(b"/F1", b"/F%d" % size))
+        ops.append(b"Q")
         resources = generic.DictionaryObject(
             {
                 pdf_name("/Font"): generic.DictionaryObject(
@@ -151,7 +177,10 @@ def make_document(pages_text: list[list[tuple[str, float, float, int]]]) -> byte
             }
         )
         stream = writer.add_object(generic.StreamObject(stream_data=b"\n".join(ops)))
-        writer.insert_page(PageObject(contents=stream, media_box=(0, 0, *A4), resources=resources))
+        page = PageObject(contents=stream, media_box=media, resources=resources)
+        if rotate:
+            page[pdf_name("/Rotate")] = generic.NumberObject(rotate)
+        writer.insert_page(page)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -161,8 +190,8 @@ def centred(text: str, cx: float, y: float, size: int) -> tuple[str, float, floa
     return (text, cx - fonts.text_width(text, size) / 2, y, size)
 
 
-@pytest.fixture(scope="module")
-def document() -> bytes:
+def document_pages() -> list[list[tuple[Any, ...]]]:
+    """What the test document prints, page by page, as a reader sees it."""
     page1 = [
         centred("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", 400, 772, 12),
         centred("Độc lập - Tự do - Hạnh phúc", 400, 756, 13),
@@ -176,7 +205,12 @@ def document() -> bytes:
         centred(TITLE, COL_X, TITLE_BASELINE, 14),
         centred(SIGNER_NAME, COL_X, NAME_BASELINE, 14),
     ]
-    return make_document([page1, page2])
+    return [page1, page2]
+
+
+@pytest.fixture(scope="module")
+def document() -> bytes:
+    return make_document(document_pages())
 
 
 def sign(
@@ -778,3 +812,158 @@ def test_pdftoppm_is_available() -> None:
     """The rendering checks above need poppler; say so plainly when it is missing."""
     require_tool("pdftoppm")
     assert subprocess.run(["pdftoppm", "-v"], capture_output=True).returncode == 0
+
+
+# --------------------------------------------------------------------------- rotated pages
+
+
+def user_box(
+    rotate: int, origin: tuple[float, float], box: tuple[float, float, float, float]
+) -> tuple[float, float, float, float]:
+    """A box as seen on the page (visual points) in the user space of a page made by
+    :func:`make_document` with ``rotate`` and ``origin``: through the same ``cm`` the page
+    content is drawn with."""
+    a, b, c, d, e, f = (float(v) for v in layout_matrix(rotate, *A4, origin).split())
+    xs, ys = [], []
+    for x, y in ((box[0], box[1]), (box[2], box[3])):
+        xs.append(a * x + c * y + e)
+        ys.append(b * x + d * y + f)
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+# Where the checks below put things, as seen (visual points, page 1)
+AT_BOX = (60.0, 300.0, 260.0, 380.0)
+FIELD_BOX = (330.0, 300.0, 500.0, 370.0)
+
+
+def _signed_on_every_kind_of_placement(
+    rotate: int, origin: tuple[float, float], keys: Signers
+) -> bytes:
+    """The test document on pages shown at ``rotate``, signed six ways: a text stamp (default
+    top right, page 1), a person in a given box and one in an empty field (page 1), a person
+    over the placeholder text and one above the printed name, then the seal (page 2)."""
+    pdf = make_document(document_pages(), rotate=rotate, origin=origin)
+    field_box = tuple(round(v, 3) for v in user_box(rotate, origin, FIELD_BOX))
+    pdf = add_empty_field(pdf, "ChuKyLanhDao", 0, field_box)  # type: ignore[arg-type]
+    png = demo_signature_png(SIGNER_NAME)
+    steps: list[tuple[Any, Any, Any]] = [
+        (TextStampAppearance(["SAO Y", AGENCY]), None, keys.agency),
+        (
+            PersonAppearance(png),
+            Placement.at(user_box(rotate, origin, AT_BOX), page=0),
+            keys.person,
+        ),
+        (PersonAppearance(png), Placement.in_field("ChuKyLanhDao"), keys.person),
+        (PersonAppearance(png), Placement.near_text(PLACEHOLDER, mode="over"), keys.person),
+        (PersonAppearance(png), None, keys.person),  # above the printed name
+        (SealAppearance(demo_seal_png(AGENCY)), None, keys.agency),
+    ]
+    for appearance, placement, signer in steps:
+        visible = prepare_visible_signature(pdf, appearance, placement, signer_name=SIGNER_NAME)
+        pdf = sign(pdf, visible, signer)
+    return pdf
+
+
+@pytest.fixture(scope="module")
+def upright_reference(
+    keys: Signers, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Image.Image, Image.Image]:
+    """The two pages rendered when nothing is rotated and the media box starts at 0."""
+    pdf = _signed_on_every_kind_of_placement(0, (0.0, 0.0), keys)
+    folder = tmp_path_factory.mktemp("upright")
+    return render(pdf, 0, folder), render(pdf, 1, folder)
+
+
+def ink(img: Image.Image, colour: str, region: tuple[int, int, int, int] | None = None) -> Any:
+    """Mask (mode L, 255 = ink) of the ``colour`` pixels ("blue", "red", "black") of ``img``,
+    the thresholds of :func:`is_blue`, :func:`is_red`, :func:`is_black`, inside ``region``
+    (pixels: left, top, right, bottom) when given."""
+    from PIL import ImageChops
+
+    r, g, b = img.split()
+
+    def below(channel: Image.Image, limit: int) -> Image.Image:
+        return channel.point(lambda v: 255 if v < limit else 0)
+
+    def above(channel: Image.Image, limit: int) -> Image.Image:
+        return channel.point(lambda v: 255 if v > limit else 0)
+
+    if colour == "blue":
+        parts = [above(b, 120), below(r, 110), below(g, 130), above(ImageChops.subtract(b, r), 60)]
+    elif colour == "red":
+        parts = [above(r, 150), below(g, 110), below(b, 110)]
+    else:
+        parts = [below(r, 90), below(g, 90), below(b, 90)]
+    mask = parts[0]
+    for part in parts[1:]:
+        mask = ImageChops.multiply(mask, part)
+    if region is not None:
+        keep = Image.new("L", img.size, 0)
+        keep.paste(255, region)
+        mask = ImageChops.multiply(mask, keep)
+    return mask
+
+
+def _count(mask: Image.Image) -> int:
+    return int(mask.histogram()[255])
+
+
+def _near(a: Image.Image, b: Image.Image) -> float:
+    """Share of the ink of ``a`` with ink of ``b`` at most one pixel away."""
+    from PIL import ImageChops, ImageFilter
+
+    total = _count(a)
+    close = _count(ImageChops.multiply(a, b.filter(ImageFilter.MaxFilter(3))))
+    return close / total if total else 0.0
+
+
+def assert_same_ink(got: Image.Image, want: Image.Image, what: str) -> None:
+    """The same drawing at the same place and the same way up, give or take a pixel."""
+    assert _count(want) > 200, what
+    assert _count(got) == pytest.approx(_count(want), rel=0.25), what
+    got_box, want_box = got.getbbox(), want.getbbox()
+    assert got_box is not None and want_box is not None, what
+    assert got_box == pytest.approx(want_box, abs=2), (what, got_box, want_box)
+    match = min(_near(got, want), _near(want, got))
+    assert match > 0.9, (what, match)
+    # the same drawing half a turn about its own box matches clearly worse: the check can
+    # tell upside down from upright (even for a seal, by its star and its lettering)
+    turned = Image.new("L", want.size, 0)
+    turned.paste(want.crop(want_box).transpose(Image.Transpose.ROTATE_180), want_box[:2])
+    assert _near(turned, want) < match - 0.1, (what, match, _near(turned, want))
+
+
+@pytest.mark.parametrize(
+    ("rotate", "origin"),
+    [(0, (36.0, -50.0)), (90, (36.0, -50.0)), (180, (-20.0, 10.0)), (270, (36.0, -50.0))],
+    ids=["0-shifted", "90", "180", "270"],
+)
+def test_rotated_pages_show_every_stamp_upright_where_it_belongs(
+    keys: Signers,
+    upright_reference: tuple[Image.Image, Image.Image],
+    tmp_path: Path,
+    rotate: int,
+    origin: tuple[float, float],
+) -> None:
+    """A viewer shows the rotated, shifted page exactly as the upright one: text stamp top
+    right, a person in the given box and in the field, over the placeholder and above the
+    printed name, the seal on the left third of the last signature; all upright."""
+    pdf = _signed_on_every_kind_of_placement(rotate, origin, keys)
+    check_signatures(pdf, keys.root, 6)
+    # the printed name is found where it is, reported in user space
+    half = fonts.text_width(SIGNER_NAME, 14) / 2
+    seen = (COL_X - half, NAME_BASELINE - 0.216 * 14, COL_X + half, NAME_BASELINE + 0.784 * 14)
+    found = find_text(pdf, SIGNER_NAME)
+    assert found is not None and found[0] == 1
+    assert found[1] == pytest.approx(user_box(rotate, origin, seen), abs=1.5)
+    first, last = render(pdf, 0, tmp_path), render(pdf, 1, tmp_path)
+    want_first, want_last = upright_reference
+    assert first.size == want_first.size and last.size == want_last.size  # portrait, as seen
+
+    top_right = (first.width // 2, 0, first.width, 80)
+    assert_same_ink(
+        ink(first, "black", top_right), ink(want_first, "black", top_right), "text stamp"
+    )
+    assert_same_ink(ink(first, "blue"), ink(want_first, "blue"), "page 1")
+    assert_same_ink(ink(last, "blue"), ink(want_last, "blue"), "page 2")
+    assert_same_ink(ink(last, "red"), ink(want_last, "red"), "seal")

@@ -382,3 +382,257 @@ def test_fields_cannot_be_prepared_twice_or_off_the_page(plain: Path, tmp_path: 
     assert [float(v) for v in fields["so_hieu"]["/Rect"]] == [100, 700, 300, 720]
     assert fields["so_hieu"]["/FT"] == "/Tx" and "/V" not in fields["so_hieu"]
     assert str(fields["ngay_ban_hanh"]["/DA"]).startswith("/KysoSerif 13 Tf")
+
+
+# -- the drafting template's own number and date lines ---------------------------------------
+
+TEMPLATE_BASELINE = 740.0
+NUMBER_AT = 100.0  # where "Số:" starts
+DATE_CENTRE = 410.0
+DPI = 100
+
+
+def _template(
+    number_line: str, date_line: str, *more: tuple[Any, ...], shear: float = 0.0, **kw: Any
+) -> bytes:
+    """An A4 page printing the Decree 30 header rows in the shipped serif, 13 pt; the date
+    line slanted by ``shear`` (a synthetic italic); ``kw`` go to ``make_document``."""
+    from tests.signer.test_appearance import centred, make_document
+
+    return make_document(
+        [
+            [
+                ("UBND QUẬN LONG BIÊN", 90, 780, 13),
+                centred("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", DATE_CENTRE, 780, 12),
+                (number_line, NUMBER_AT, TEMPLATE_BASELINE, 13),
+                (*centred(date_line, DATE_CENTRE, TEMPLATE_BASELINE, 13), shear),
+                ("QUYẾT ĐỊNH", 250, 650, 14),
+                *more,
+            ]
+        ],
+        **kw,
+    )
+
+
+def _fields_of(path: Path) -> dict[str, Any]:
+    reader = PdfFileReader(BytesIO(path.read_bytes()))
+    return {str(f["/T"]): f for f in (r.get_object() for r in reader.root["/AcroForm"]["/Fields"])}
+
+
+def _word(lines: list[list[Any]], text: str) -> Any:
+    return next(w for line in lines for w in line if w.text == text)
+
+
+def _ink(image: Any, box: tuple[float, float, float, float]) -> tuple[int, int, int, int] | None:
+    """Bounding box (pixels) of the dark pixels of ``image`` inside ``box`` (PDF points)."""
+    x1, y1, x2, y2 = box
+    height = image.height
+    scale = DPI / 72
+    crop = image.crop(
+        (int(x1 * scale), int(height - y2 * scale), int(x2 * scale), int(height - y1 * scale))
+    )
+    return crop.convert("L").point(lambda v: 255 if v < 140 else 0).getbbox()
+
+
+def _render(path: Path) -> Any:
+    from PIL import Image
+
+    require_tool("pdftoppm")
+    prefix = path.with_suffix("")
+    run("pdftoppm", "-r", str(DPI), "-f", "1", "-l", "1", "-png", "-singlefile", path, prefix)
+    return Image.open(prefix.with_suffix(".png")).convert("RGB")
+
+
+@pytest.mark.parametrize(
+    ("number_line", "date_line", "printed_place", "shear"),
+    [
+        ("Số:      /QĐ-UBND", "Hà Nội, ngày ….. tháng ….. năm ……", True, 0.0),
+        ("Số: ............", "……….., ngày      tháng      năm 20…", False, 0.0),
+        ("Số:  …/2026/NĐ-CP", "Hà Nội, ngày … tháng … năm 2026", True, 0.21),
+    ],
+    ids=["printed-place", "placeholder-place", "italic-date"],
+)
+def test_register_fields_go_where_the_template_prints_them(
+    live_server: LiveServer,
+    signers: tuple[sign.DocumentSigner, sign.DocumentSigner],
+    tmp_path: Path,
+    number_line: str,
+    date_line: str,
+    printed_place: bool,
+    shear: float,
+) -> None:
+    """``Số:`` and ``…, ngày … tháng … năm …`` of the template: the number goes right after
+    ``Số:``, the date over the date line, on the template's baseline at its size; filled,
+    they look as if the document had been typed with them (compared with poppler's rendering
+    of the same page typed that way), placeholders hidden."""
+    from tests.signer.test_appearance import words
+
+    template = tmp_path / "mau.pdf"
+    template.write_bytes(_template(number_line, date_line, shear=shear))
+    signed, numbered = tmp_path / "signed.pdf", tmp_path / "numbered.pdf"
+    person, _agency = signers
+    person.sign(template, signed, SignOptions(level=Level.B_B, register_fields=True))
+
+    # where the fields went: horizontally from the font's metrics (where the text was
+    # printed), vertically against poppler's box of the printed line (points from the top)
+    width = register.fonts.text_width
+    label = next(
+        w
+        for line in words(template.read_bytes(), 0, tmp_path)
+        for w in line
+        if w.text.startswith("Số:")
+    )
+    top, bottom = 842.0 - label.y0, 842.0 - label.y1
+    fields = _fields_of(signed)
+    number, date = fields["so_hieu"], fields["ngay_ban_hanh"]
+    nx1, ny1, nx2, ny2 = (float(v) for v in number["/Rect"])
+    assert nx1 == pytest.approx(NUMBER_AT + width("Số:", 13) + 1, abs=0.5)  # right after "Số:"
+    assert nx2 >= NUMBER_AT + width(number_line, 13)  # over the whole placeholder
+    assert ny1 <= bottom and ny2 >= top and ny2 - ny1 < 2 * 13
+    dx1, dy1, dx2, dy2 = (float(v) for v in date["/Rect"])
+    line_start = DATE_CENTRE - width(date_line, 13) / 2
+    if printed_place:  # after the printed "Hà Nội,"
+        assert dx1 == pytest.approx(line_start + width("Hà Nội, ", 13) - 2, abs=0.7)
+        assert str(date["/KysoTemplate"]["/Printed"]) == "Hà Nội,"
+    else:  # over the place placeholder too
+        assert dx1 == pytest.approx(line_start - 2, abs=0.5)
+        assert str(date["/KysoTemplate"]["/Printed"]) == ""
+    assert bool(date["/KysoTemplate"]["/Italic"]) is (shear > 0)
+    assert str(number["/KysoTemplate"]["/Printed"]) == "Số:"
+    assert bool(number["/KysoTemplate"]["/Italic"]) is False
+    assert dx2 >= DATE_CENTRE + width(date_line, 13) / 2  # the whole placeholder is covered
+    assert (dy1, dy2) == pytest.approx((ny1, ny2), abs=0.01)
+    assert str(number["/DA"]).endswith(" 13 Tf 0 g") and int(number["/Q"]) == 0
+    assert [float(v) for v in number["/MK"]["/BG"]] == [1.0]
+
+    # filled: the values are the whole lines; what shows is typed-looking text
+    place = "Hà Nội"
+    written = fill_register_fields(
+        signed, numbered, number=15, symbol="QĐ-UBND", issued=ISSUED, place=place
+    )
+    assert written == (NUMBER_LINE, DATE_LINE)
+    assert read_register_fields(numbered) == (NUMBER_LINE, DATE_LINE)
+    statuses: list[Any] = asyncio.run(_validate(live_server, numbered.read_bytes()))
+    assert statuses[0].modification_level is ModificationLevel.FORM_FILLING
+
+    typed = tmp_path / "typed.pdf"
+    date_start = DATE_CENTRE - register.fonts.text_width(date_line, 13) / 2
+    typed.write_bytes(
+        _template(NUMBER_LINE, "", (DATE_LINE, date_start, TEMPLATE_BASELINE, 13, shear))
+    )
+    filled_page, typed_page = _render(numbered), _render(typed)
+    row = TEMPLATE_BASELINE - 6, TEMPLATE_BASELINE + 14
+    number_area = (NUMBER_AT - 2, row[0], 300, row[1])
+    got, want = _ink(filled_page, number_area), _ink(typed_page, number_area)
+    assert got is not None and want is not None
+    assert got == pytest.approx(want, abs=2), (got, want)  # same place, same baseline, same size
+    date_area = (301, row[0], 595, row[1])
+    got, want = _ink(filled_page, date_area), _ink(typed_page, date_area)
+    assert got is not None and want is not None
+    assert got == pytest.approx(want, abs=2), (got, want)  # upright or italic, as printed
+    # before registration the template's placeholders show, nothing is drawn over them
+    blank = _render(signed)
+    assert _ink(blank, number_area) == _ink(_render(template), number_area)
+
+
+def test_template_lines_only_when_they_are_placeholders_and_explicit_boxes_win(
+    tmp_path: Path,
+) -> None:
+    template = tmp_path / "mau.pdf"
+    top = 841.89  # the A4 height make_document uses
+    defaults = ((85.0, top - 130, 283.0, top - 110), (283.0, top - 130, 539.0, top - 110))
+
+    # a number placeholder, but a date already written: only the number follows the template
+    template.write_bytes(_template("Số:      /QĐ-UBND", "Hà Nội, ngày 05 tháng 01 năm 2020"))
+    placed = prepare_register_fields(template, tmp_path / "a.pdf")
+    assert placed.from_template == (True, False)
+    assert placed.date_box == pytest.approx(defaults[1])
+    assert placed.number_box[1] < TEMPLATE_BASELINE < placed.number_box[3]
+
+    # an explicit box wins over the template's line
+    template.write_bytes(_template("Số:      /QĐ-UBND", "Hà Nội, ngày … tháng … năm 20…"))
+    placed = prepare_register_fields(template, tmp_path / "b.pdf", number_box=(90, 600, 290, 620))
+    assert placed.from_template == (False, True)
+    assert placed.number_box == (90, 600, 290, 620)
+    assert placed.date_box[1] < TEMPLATE_BASELINE < placed.date_box[3]
+    assert "/KysoTemplate" not in _fields_of(tmp_path / "b.pdf")["so_hieu"]
+
+    # a number already printed and "ngày tháng năm" in running text are no placeholders
+    template.write_bytes(
+        _template(
+            "Số: 15/QĐ-UBND",
+            "",
+            ("Quyết định có hiệu lực kể từ ngày tháng năm ký ban hành.", 90, 500, 13),
+        )
+    )
+    placed = prepare_register_fields(template, tmp_path / "c.pdf")
+    assert placed.from_template == (False, False)
+    assert placed.number_box == pytest.approx(defaults[0])
+    assert placed.date_box == pytest.approx(defaults[1])
+    assert register.find_template_lines(template.read_bytes(), 0) == (None, None)
+
+
+def test_a_place_other_than_the_printed_one_is_refused(
+    signers: tuple[sign.DocumentSigner, sign.DocumentSigner], tmp_path: Path
+) -> None:
+    template, signed = tmp_path / "mau.pdf", tmp_path / "signed.pdf"
+    template.write_bytes(_template("Số:      /QĐ-UBND", "Hà Nội, ngày … tháng … năm 20…"))
+    signers[0].sign(template, signed, SignOptions(level=Level.B_B, register_fields=True))
+    _refused("signer.register.place.printed", signed, tmp_path / "out.pdf", place="Đà Nẵng")
+    # no place given: the printed one is part of the value; the same place is fine
+    for n, place in enumerate((None, "hà  nội")):
+        out = tmp_path / f"out-{n}.pdf"
+        written = fill_register_fields(
+            signed, out, number=15, symbol="QĐ-UBND", issued=ISSUED, place=place
+        )
+        assert written == (NUMBER_LINE, DATE_LINE)
+
+
+def _registered_on(
+    rotate: int,
+    origin: tuple[float, float],
+    signer: sign.DocumentSigner,
+    folder: Path,
+) -> Path:
+    """A template page printing only the number line, shown at ``rotate``: signed with the
+    fields prepared (number from the template, date in its default box), then filled."""
+    template, signed, numbered = (folder / n for n in ("mau.pdf", "signed.pdf", "numbered.pdf"))
+    template.write_bytes(_template("Số:      /QĐ-UBND", "", rotate=rotate, origin=origin))
+    signer.sign(template, signed, SignOptions(level=Level.B_B, register_fields=True))
+    fields = _fields_of(signed)
+    assert int(fields["so_hieu"]["/MK"].get("/R", 0)) == rotate
+    assert "/KysoTemplate" in fields["so_hieu"] and "/KysoTemplate" not in fields["ngay_ban_hanh"]
+    fill_register_fields(
+        signed, numbered, number=15, symbol="QĐ-UBND", issued=ISSUED, place="Hà Nội"
+    )
+    return numbered
+
+
+@pytest.mark.parametrize(
+    ("rotate", "origin"),
+    [(90, (36.0, -50.0)), (180, (-20.0, 10.0)), (270, (36.0, -50.0))],
+    ids=["90", "180", "270"],
+)
+def test_register_fields_on_rotated_pages(
+    signers: tuple[sign.DocumentSigner, sign.DocumentSigner],
+    tmp_path: Path,
+    rotate: int,
+    origin: tuple[float, float],
+) -> None:
+    """On a page shown rotated (and a media box not at 0), the number lands after the
+    template's ``Số:`` and the date in its default place as a reader sees the page, upright:
+    the rendering matches that of the same flow on an upright page."""
+    from tests.signer.test_appearance import assert_same_ink, ink
+
+    upright = tmp_path / "upright"
+    upright.mkdir()
+    want = _render(_registered_on(0, (0.0, 0.0), signers[0], upright))
+    got = _render(_registered_on(rotate, origin, signers[0], tmp_path))
+    assert got.size == want.size
+    scale = DPI / 72
+    for name, (x1, x2) in (("number", (NUMBER_AT - 2, 283)), ("date", (283, 560))):
+        top, bottom = 842 - TEMPLATE_BASELINE - 14, 842 - TEMPLATE_BASELINE + 8
+        if name == "date":  # the default box: 110-130 pt from the top
+            top, bottom = 108, 132
+        region = (int(x1 * scale), int(top * scale), int(x2 * scale), int(bottom * scale))
+        assert_same_ink(ink(got, "black", region), ink(want, "black", region), name)

@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
 import pytest
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
-from pyhanko.sign.validation import async_validate_pdf_signature, async_validate_pdf_timestamp
-from pyhanko_certvalidator import ValidationContext
-from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
 
 from kyso.certs import builders, identity
 from kyso.certs.keys import PKCS11KeyStore
@@ -29,123 +24,20 @@ from kyso.certs.tsa_client import FailoverTimeStamper
 from kyso.signer.errors import BadInputError, CertificateRefusedError, TimestampUnavailableError
 from kyso.signer.sign import DocumentSigner, Level, SignOptions
 from tests.conftest import LiveServer, require_tool, run
+from tests.signer.helpers import (
+    A4,
+    make_pdf,
+    nss_db,
+    signer_for,
+    source,
+    token,
+)
+from tests.signer.helpers import issue as _issue
+from tests.signer.helpers import level_of as _level_of
+from tests.signer.helpers import pdfsig as _pdfsig
+from tests.signer.helpers import validate as _validate
 
-A4 = [0, 0, 595, 842]
-
-
-def make_pdf(pages: int = 1) -> bytes:
-    writer = PdfFileWriter()
-    for n in range(pages):
-        content = writer.add_object(
-            generic.StreamObject(stream_data=f"0 0 m {100 + n} 100 l S".encode())
-        )
-        writer.insert_page(PageObject(contents=content, media_box=A4))
-    out = BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("in") / "cong-van.pdf"
-    path.write_bytes(make_pdf(2))
-    return path
-
-
-@pytest.fixture(scope="module")
-def nss_db(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require_tool("certutil")
-    db = tmp_path_factory.mktemp("nss")
-    root = db / "root.pem"
-    root.write_bytes(live_server.services.pki.root_cert.public_bytes(Encoding.PEM))
-    run("certutil", "-N", "-d", f"sql:{db}", "--empty-password")
-    run("certutil", "-A", "-d", f"sql:{db}", "-n", "kyso-root", "-t", "C,C,C", "-i", root)
-    return db
-
-
-def _issue(live_server: LiveServer, label: str, key_type: str = "rsa-2048", **kw: object):
-    return live_server.services.pki.issue(
-        kind="person",
-        subject=identity.person_subject(
-            "Nguyễn Văn An", ids=["CCCD:001090000001"], title="Chủ tịch"
-        ),
-        label=label,
-        key_type=key_type,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-@pytest.fixture(scope="module")
-def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PKCS11KeyStore]:
-    from tests.softhsm import init_token
-
-    require_tool("softhsm2-util")
-    info = init_token(tmp_path_factory.mktemp("hsm"))
-    store = PKCS11KeyStore(info.module, info.label, user_pin=lambda: info.pin)
-    yield store
-    store.close()
-
-
-def signer_for(live_server: LiveServer, key: object, **kw: object) -> DocumentSigner:
-    services = live_server.services
-    return DocumentSigner(
-        key=key,  # type: ignore[arg-type]
-        revocation=services.revocation_context(),
-        timestamper=services.timestamper(),
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-async def _validate(live_server: LiveServer, signed: bytes) -> list[object]:
-    """pyhanko's verdict on every signature and document timestamp, trusting our root and
-    fetching revocation from the live server."""
-    root = asn1_x509.Certificate.load(live_server.services.pki.root_cert.public_bytes(Encoding.DER))
-    backend = AIOHttpFetcherBackend()
-    statuses: list[object] = []
-    try:
-        reader = PdfFileReader(BytesIO(signed))
-        for embedded in reader.embedded_signatures:
-            context = ValidationContext(
-                trust_roots=[root], allow_fetching=True, fetcher_backend=backend
-            )
-            if embedded.sig_object_type == "/DocTimeStamp":
-                status = await async_validate_pdf_timestamp(embedded, validation_context=context)
-                assert status.intact and status.valid and status.trusted
-            else:
-                status = await async_validate_pdf_signature(
-                    embedded, signer_validation_context=context, ts_validation_context=context
-                )
-                assert status.bottom_line, status.pretty_print_details()
-            statuses.append(status)
-    finally:
-        await backend.close()
-    return statuses
-
-
-def _pdfsig(nss_db: Path, path: Path) -> str:
-    require_tool("pdfsig")
-    proc = run("pdfsig", "-nssdir", f"sql:{nss_db}", path, check=False)
-    return proc.stdout + proc.stderr
-
-
-def _level_of(signed: bytes) -> Level:
-    """The level a file shows: signature timestamp, DSS with revocation data, doc timestamp."""
-    reader = PdfFileReader(BytesIO(signed))
-    sigs = reader.embedded_signatures
-    regular = [s for s in sigs if s.sig_object_type == "/Sig"]
-    doc_ts = [s for s in sigs if s.sig_object_type == "/DocTimeStamp"]
-    unsigned = regular[0].signer_info["unsigned_attrs"]
-    has_ts = unsigned.native is not None and any(
-        a["type"].native == "signature_time_stamp_token" for a in unsigned
-    )
-    dss = reader.root.get("/DSS")
-    dss = dss.get_object() if dss is not None else None
-    has_revinfo = dss is not None and ("/OCSPs" in dss or "/CRLs" in dss)
-    if doc_ts and has_revinfo:
-        return Level.B_LTA
-    if has_revinfo:
-        return Level.B_LT
-    return Level.B_T if has_ts else Level.B_B
+__all__ = ["nss_db", "source", "token"]  # fixtures, imported for this module's tests
 
 
 @pytest.mark.parametrize("level", list(Level))
@@ -680,69 +572,3 @@ def test_cli_two_phase_signing_with_a_separate_key_holder(
     assert _level_of(out.read_bytes()) is Level.B_LT
     report = _pdfsig(nss_db, out)
     assert "Signature is Valid." in report and "Certificate is Trusted." in report
-
-
-@pytest.mark.parametrize("level", [Level.B_B, Level.B_LTA])
-@pytest.mark.parametrize("key_type", ["rsa-2048", "ec-p256"])
-@pytest.mark.parametrize("store", ["file", "pkcs11"])
-def test_visible_person_register_agency_chain_matrix(
-    live_server: LiveServer,
-    nss_db: Path,
-    source: Path,
-    tmp_path: Path,
-    token: PKCS11KeyStore,
-    level: Level,
-    key_type: str,
-    store: str,
-) -> None:
-    """The whole Decree 30 chain, visible, for every key store and key type, at the lowest
-    and the highest level: pyhanko and pdfsig accept both signatures."""
-    from pyhanko.sign.diff_analysis import ModificationLevel
-
-    from kyso.signer.appearance import (
-        PersonAppearance,
-        SealAppearance,
-        demo_seal_png,
-        demo_signature_png,
-    )
-    from kyso.signer.register import fill_register_fields
-
-    services = live_server.services
-    person_label = f"mx-{store}-{key_type}-{level.lower()}"
-    agency_label = f"mx-org-{store}-{key_type}-{level.lower()}"
-    if store == "pkcs11":
-        _issue(live_server, person_label, key_type, token=token)
-        person_key = token.load(person_label)
-    else:
-        _issue(live_server, person_label, key_type)
-        person_key = services.keys.resolve(person_label)
-    services.pki.issue(
-        kind="org",
-        subject=identity.organisation_subject("Sở Tư pháp", ids=["MST:0101234560"]),
-        label=agency_label,
-        key_type=key_type,
-    )
-    person = tmp_path / "person.pdf"
-    signer_for(live_server, person_key).sign(
-        source,
-        person,
-        SignOptions(
-            level=level,
-            appearance=PersonAppearance(demo_signature_png("Nguyễn Văn An")),
-            register_fields=True,
-        ),
-    )
-    numbered = tmp_path / "numbered.pdf"
-    fill_register_fields(person, numbered, number=7, symbol="QĐ-STP", place="Hà Nội")
-    sealed = tmp_path / "sealed.pdf"
-    signer_for(live_server, services.keys.resolve(agency_label)).sign(
-        numbered,
-        sealed,
-        SignOptions(level=level, appearance=SealAppearance(demo_seal_png("SỞ TƯ PHÁP"))),
-    )
-    statuses = asyncio.run(_validate(live_server, sealed.read_bytes()))
-    assert statuses[0].modification_level == ModificationLevel.FORM_FILLING  # type: ignore[attr-defined]
-    report = _pdfsig(nss_db, sealed)
-    assert report.count("Signature is Valid.") == 2, report
-    assert report.count("Certificate is Trusted.") == 2, report
-    assert run("qpdf", "--check", sealed).returncode == 0
