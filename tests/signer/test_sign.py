@@ -216,17 +216,29 @@ def test_a_certificate_without_signing_usage_or_trust_is_refused(
             source, tmp_path / "o.pdf", SignOptions(level=Level.B_B)
         )
     assert caught.value.code == "signer.cert.key_usage"
-    # a certificate from a PKI nobody trusts
-    foreign = builders.build_dev_pki(now=now)
+    # a certificate from a PKI nobody trusts (names of its own: a CA named like ours would
+    # make the chain builder try our issuing CA, and the verdict would be "invalid")
+    foreign_root_key = builders.new_private_key("ec-p256")
+    foreign_root = builders.build_root_ca(
+        foreign_root_key, builders.dev_name("Foreign Root CA", "Nowhere"), now=now
+    )
+    foreign_key = builders.new_private_key("ec-p256")
+    foreign_issuing = builders.build_issuing_ca(
+        foreign_key.public_key(),
+        builders.dev_name("Foreign Issuing CA", "Nowhere"),
+        issuer_cert=foreign_root,
+        issuer_key=foreign_root_key,
+        now=now,
+    )
     fkey = builders.new_private_key("ec-p256")
     fcert = builders.build_signer_certificate(
         fkey.public_key(),
         identity.person_subject("Giả Mạo", ids=["CCCD:001090000006"]),
-        issuer_cert=foreign.issuing_cert,
-        issuer_key=foreign.issuing_key,
+        issuer_cert=foreign_issuing,
+        issuer_key=foreign_key,
         now=now,
     )
-    fhandle = services.file_keys.save("foreign-signer", fkey, fcert, (foreign.issuing_cert,))
+    fhandle = services.file_keys.save("foreign-signer", fkey, fcert, (foreign_issuing,))
     with pytest.raises(CertificateRefusedError) as caught:
         signer_for(live_server, fhandle).sign(
             source, tmp_path / "o.pdf", SignOptions(level=Level.B_B)
