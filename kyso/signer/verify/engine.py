@@ -91,6 +91,7 @@ from pyhanko_certvalidator.registry import SimpleTrustManager
 from kyso.certs.identity import identity_of
 from kyso.errors import KysoError
 from kyso.signer.verify import changes as change_mod
+from kyso.signer.verify import speedups
 from kyso.signer.verify.model import (
     DOC_TIMESTAMP,
     INDETERMINATE,
@@ -110,6 +111,7 @@ from kyso.signer.verify.model import (
 )
 from kyso.signer.verify.rules import DIFF_POLICY
 from kyso.signer.verify.structure import (
+    CHUNK,
     HEADER_WINDOW,
     check_byte_range,
     digest_byte_range,
@@ -118,6 +120,7 @@ from kyso.signer.verify.structure import (
 )
 
 log = logging.getLogger(__name__)
+speedups.install()
 
 MAX_VERIFY_BYTES = 2 * 1024**3
 SUPPORTED_SUBFILTERS = frozenset({"/adbe.pkcs7.detached", "/ETSI.CAdES.detached", "/ETSI.RFC3161"})
@@ -444,6 +447,40 @@ class _Verifier:
                 continue
         ordered: Any = sorted(good, key=lambda e: e.signed_revision)
         self.reader._embedded_signatures = ordered
+        self._digest_in_one_pass(good)
+
+    def _digest_in_one_pass(self, signatures: list[_CachedEmbedded]) -> None:
+        """Every signature's byte-range digest from one read of the file: the ranges all
+        start at 0, so the hash of ``[0, a)`` of one signature continues into the next's;
+        only the short tails ``[b, b + c)`` are hashed apart.  Signatures whose range is not
+        ``[0 a b c]`` inside the file are left to pyhanko."""
+        data = self.ctx.data
+        size = len(data)
+        jobs: dict[str, list[tuple[int, int, int, _CachedEmbedded]]] = {}
+        for item in signatures:
+            try:
+                start, a, b, c = (int(v) for v in item.byte_range)
+                algorithm = item.external_md_algorithm
+                hashlib.new(algorithm)
+            except Exception:  # pyhanko will say what is wrong
+                log.debug("no one-pass digest", exc_info=True)
+                continue
+            if start == 0 and 0 <= a <= b and c >= 0 and b + c <= size:
+                jobs.setdefault(algorithm, []).append((a, b, c, item))
+        if not jobs:
+            return
+        with memoryview(data) as view:
+            for algorithm, items in jobs.items():
+                running = hashlib.new(algorithm)
+                position = 0
+                for a, b, c, item in sorted(items, key=lambda job: job[0]):
+                    for offset in range(position, a, CHUNK):
+                        running.update(view[offset : min(a, offset + CHUNK)])
+                    position = a
+                    digest = running.copy()
+                    for offset in range(b, b + c, CHUNK):
+                        digest.update(view[offset : min(b + c, offset + CHUNK)])
+                    item.external_digests[algorithm] = digest.digest()
 
     # --- one signature -------------------------------------------------------------------
 
@@ -626,6 +663,8 @@ class _Verifier:
             report.revocation = Revocation(status="unknown", source=self._revinfo_source())
         ts_result = getattr(result, "signature_timestamp_status", None)
         ts = ts_result.api_status if ts_result is not None else None
+        if ts is None and status is not None:
+            ts = getattr(status, "timestamp_validity", None)
         if ts is None:
             ts = await self._fallback_timestamp(embedded)
         if ts is not None:
@@ -1106,8 +1145,9 @@ def _signed_attrs_are_der(signer_info: Any) -> bool:
             return True
         as_set = b"\x31" + bytes(attrs.dump()[1:])  # [0] IMPLICIT -> the SET OF it stands for
         again = asn1_cms.CMSAttributes.load(as_set)
-        for attr in again:  # decode every value, so the re-encoding is really DER
-            attr.native  # noqa: B018
+        for attr in again:  # parse each attribute and its values, so all is re-encoded
+            for value in attr["values"]:
+                value.contents  # noqa: B018
         return bytes(again.dump(force=True)) == as_set
     except Exception:
         return False
