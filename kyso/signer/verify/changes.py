@@ -64,7 +64,23 @@ def _safe_get(resolver: HistoricalResolver, ref: generic.Reference) -> Any:
 
 
 def page_refs(resolver: HistoricalResolver) -> list[generic.Reference]:
-    """The pages of a revision, in order (cycles and junk skipped)."""
+    """The pages of a revision, in order (cycles and junk skipped); remembered per reader
+    and revision (a revision never changes, and difference analysis asks for every pair)."""
+    cache: dict[int, list[generic.Reference]] | None
+    try:
+        cache = resolver.reader.__dict__.setdefault("_kyso_page_refs", {})
+        revision = resolver.revision
+    except AttributeError:
+        cache, revision = None, -1
+    if cache is not None and revision in cache:
+        return list(cache[revision])
+    out = _walk_pages(resolver)
+    if cache is not None:
+        cache[revision] = out
+    return list(out)
+
+
+def _walk_pages(resolver: HistoricalResolver) -> list[generic.Reference]:
     out: list[generic.Reference] = []
     seen: set[generic.Reference] = set()
     try:
