@@ -46,35 +46,13 @@ from kyso.certs import identity
 from kyso.certs.keys import KeyHandle
 from kyso.signer.register import fill_register_fields, prepare_register_fields
 from kyso.signer.sign import Level, SignOptions
+from kyso.signer.verify import model
 
 # -- the contract ---------------------------------------------------------------------------
 
 EXPECTATIONS = frozenset({"pass", "fail", "not_pass"})
 
-CHANGE_KINDS = frozenset(
-    {
-        "form_filled",
-        "field_added",
-        "annotation_added",
-        "annotation_modified",
-        "annotation_removed",
-        "page_content_changed",
-        "page_added",
-        "page_removed",
-        "page_resources_changed",
-        "object_overridden",
-        "signature_added",
-        "doc_timestamp_added",
-        "signature_dict_changed",
-        "ltv_data_added",
-        "metadata_changed",
-        "struct_tree_changed",
-        "catalog_changed",
-        "trailing_data",
-        "unreadable_revision",
-        "other",
-    }
-)
+CHANGE_KINDS = frozenset(model.CHANGE_KINDS)
 
 #: ETSI EN 319 102-1 sub-indications (TOTAL_FAILED and INDETERMINATE ones).
 SUB_INDICATIONS = frozenset(

@@ -325,6 +325,16 @@ def _sub(indication: Any) -> tuple[str, str | None]:
 _SEVERITY = {TOTAL_PASSED: 0, INDETERMINATE: 1, TOTAL_FAILED: 2}
 
 
+def _unreadable(report: SignatureReport, exc: BaseException) -> None:
+    """The CMS (or what pyhanko makes of it) cannot be read: a format failure, with why."""
+    _worse(
+        report,
+        TOTAL_FAILED,
+        "FORMAT_FAILURE",
+        Reason("verify.cms.unreadable", {"error": _err(exc)}),
+    )
+
+
 def _worse(report: SignatureReport, indication: str, sub: str | None, reason: Reason) -> None:
     """Lower ``report``'s verdict to ``indication`` if that is worse; always keep the reason."""
     if _SEVERITY[indication] > _SEVERITY[report.indication]:
@@ -586,12 +596,7 @@ class _Verifier:
         try:
             embedded = self.embedded.get(name) or _CachedEmbedded(self.reader, sig_field, name)
         except Exception as exc:
-            _worse(
-                report,
-                TOTAL_FAILED,
-                "FORMAT_FAILURE",
-                Reason("verify.cms.unreadable", {"error": _err(exc)}),
-            )
+            _unreadable(report, exc)
             return
         report.integrity.digest_algorithm = embedded.md_algorithm
         if not _signed_attrs_are_der(embedded.signer_info):
@@ -619,12 +624,7 @@ class _Verifier:
                 await self._signature(report, embedded)
         except Exception as exc:
             log.debug("validation failed", exc_info=True)
-            _worse(
-                report,
-                TOTAL_FAILED,
-                "FORMAT_FAILURE",
-                Reason("verify.cms.unreadable", {"error": _err(exc)}),
-            )
+            _unreadable(report, exc)
 
     async def _signature(self, report: SignatureReport, embedded: EmbeddedPdfSignature) -> None:
         embedded.compute_integrity_info(DIFF_POLICY)
@@ -851,12 +851,7 @@ class _Verifier:
             if len(signed["signer_infos"]) != 1:
                 _worse(report, TOTAL_FAILED, "FORMAT_FAILURE", Reason("verify.cms.signer_infos"))
         except Exception as exc:
-            _worse(
-                report,
-                TOTAL_FAILED,
-                "FORMAT_FAILURE",
-                Reason("verify.cms.unreadable", {"error": _err(exc)}),
-            )
+            _unreadable(report, exc)
             return
         report.signer = certificate_info(_to_crypto(cert))
         if byte_range is None:
@@ -873,12 +868,7 @@ class _Verifier:
                 signer_info, cert, "data", hashlib.new(md, encap).digest()
             )
         except Exception as exc:
-            _worse(
-                report,
-                TOTAL_FAILED,
-                "FORMAT_FAILURE",
-                Reason("verify.cms.unreadable", {"error": _err(exc)}),
-            )
+            _unreadable(report, exc)
             return
         report.integrity.signature_ok = intact and valid
         if not intact:
