@@ -1,0 +1,1 @@
+"""The archive: object storage (``kyso.archive.storage``), catalog, retention and fixity."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the archive catalogue (run through ``Catalog.migrate()``)."""
