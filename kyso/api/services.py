@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -27,6 +28,11 @@ from kyso.errors import KysoError
 from kyso.i18n import t
 from kyso.signer.sign import DocumentSigner, RevocationContext
 from kyso.signer.timestamps import LocalTimeStamper
+
+if TYPE_CHECKING:
+    from kyso.archive.catalog import Catalog
+    from kyso.archive.ingest import Archive
+    from kyso.archive.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +222,55 @@ class Services:
     @cached_property
     def ocsp(self) -> OCSPResponder:
         return self.pki.ocsp_responder()
+
+    # -- archive -------------------------------------------------------------------------------
+    @cached_property
+    def catalog(self) -> Catalog:
+        """The archive catalogue (KYSO_ARCHIVE_DB), its schema migrated on first use."""
+        from kyso.archive.catalog import Catalog
+
+        if not self.settings.archive_db:
+            self.settings.archive_dir.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(self.settings.archive_db_url)
+        catalog.migrate()
+        return catalog
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        """The archive's object store (KYSO_ARCHIVE_STORE)."""
+        from kyso.archive.storage import open_store
+
+        return open_store(self.settings.archive_store_url)
+
+    def archive_verifier(self) -> Any:
+        """Verification of a PDF at ingest: kyso's trust (presets + operator anchors)."""
+        from kyso.signer.verify import VerifyPolicy, verify
+
+        policy = VerifyPolicy.from_services(self, offline=self.settings.archive_verify_offline)
+
+        def run(path: Path) -> dict[str, Any]:
+            return verify(path, policy).to_dict()
+
+        return run
+
+    @cached_property
+    def archive(self) -> Archive:
+        from kyso.archive.ingest import Archive
+
+        return Archive(
+            self.catalog,
+            self.store,
+            verifier=self.archive_verifier(),
+            retention_years=self.settings.archive_retention_years,
+            retention_mode=self.settings.archive_retention_mode,
+        )
+
+    def audit_timestamper(self) -> Any:
+        """What anchors the audit chain: the configured TSAs (KYSO_TSA_URLS), else the
+        built-in TSA."""
+        s = self.settings
+        if s.tsa_urls:
+            from kyso.certs.tsa_client import TSAClient
+
+            return TSAClient(s.tsa_urls, timeout=s.tsa_timeout, retries=s.tsa_retries)
+        return self.tsa

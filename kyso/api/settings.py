@@ -51,6 +51,25 @@ class Settings(BaseSettings):
     tsa_retries: int = Field(2, ge=0, description="Retries per external TSA URL.")
     ocsp_max_request_bytes: int = 16 * 1024
 
+    archive_db: str | None = Field(
+        None,
+        description="Catalogue database URL (postgresql://… in production); "
+        "default: SQLite at <data>/archive/catalog.sqlite3.",
+    )
+    archive_store: str | None = Field(
+        None,
+        description="Object store: a directory, file:///…, or s3://KEY:SECRET@host/bucket; "
+        "default: <data>/archive/objects.",
+    )
+    archive_retention_years: int = Field(
+        10, ge=0, description="Retention given to every archived object (0: none)."
+    )
+    archive_retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    archive_verify_offline: bool = Field(
+        False,
+        description="Verify at ingest with only what the PDF embeds (fetch no revocation data).",
+    )
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -68,6 +87,20 @@ class Settings(BaseSettings):
     def trust_dir(self) -> Path:
         """Trust anchors the operator added with ``kyso trust add``."""
         return self.data_dir / "trust"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def archive_db_url(self) -> str:
+        if self.archive_db:
+            return self.archive_db
+        return f"sqlite:///{(self.archive_dir / 'catalog.sqlite3').absolute()}"
+
+    @property
+    def archive_store_url(self) -> str:
+        return self.archive_store or str((self.archive_dir / "objects").absolute())
 
     @property
     def tsa_serials_path(self) -> Path:

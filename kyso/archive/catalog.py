@@ -283,53 +283,57 @@ class Catalog:
         the audit event; ask :meth:`duplicates` first to warn the user."""
         meta.validate()
         with self.session() as s:
-            warnings = self._duplicates(s, meta)
-            row = Document(
-                direction=meta.direction,
-                agency_id=meta.agency_id,
-                case_file_id=self._case_id(s, case),
-                document_id=meta.document_id,
-                organ_id=meta.organ_id,
-                organ_name=meta.organ_name,
-                doc_ordinal=meta.doc_ordinal,
-                type_name=meta.type_name,
-                code_number=meta.code_number,
-                code_notation=meta.code_notation,
-                issued_date=meta.issued_date,
-                subject=meta.subject,
-                subject_folded=fold(meta.subject),
-                language=meta.language,
-                page_amount=meta.page_amount,
-                description=meta.description,
-                signer_position=meta.signer_position,
-                signer_full_name=meta.signer_full_name,
-                signer_folded=fold(meta.signer_full_name) or None,
-                recipients=[r.as_dict() for r in meta.to],
-                urgency=meta.urgency,
-                secrecy=meta.secrecy,
-                issued_amount=meta.issued_amount,
-                due_date=meta.due_date,
-                arrival_date=meta.arrival_date,
-                arrival_number=meta.arrival_number,
-                to_places=[r.as_dict() for r in meta.to_places],
-                trace=list(meta.trace),
-                created_by=actor,
-            )
-            s.add(row)
-            s.flush()
-            details: dict[str, Any] = {
-                "direction": meta.direction,
-                "document_id": meta.document_id,
-                "number": row.number_symbol,
-                "organ_id": meta.organ_id,
-                "case_file_id": row.case_file_id,
-            }
-            if warnings:
-                details["duplicates"] = [
-                    {"kind": w.kind, "existing": w.existing_id} for w in warnings
-                ]
-            audit.append(s, actor, "document.add", f"document:{row.id}", details)
-            return row.id
+            return self._insert_document(s, meta, case, actor)
+
+    def _insert_document(
+        self, s: Session, meta: DocumentMetadata, case: int | str | None, actor: str
+    ) -> int:
+        """:meth:`add_document` inside the caller's transaction (``meta`` validated)."""
+        warnings = self._duplicates(s, meta)
+        row = Document(
+            direction=meta.direction,
+            agency_id=meta.agency_id,
+            case_file_id=self._case_id(s, case),
+            document_id=meta.document_id,
+            organ_id=meta.organ_id,
+            organ_name=meta.organ_name,
+            doc_ordinal=meta.doc_ordinal,
+            type_name=meta.type_name,
+            code_number=meta.code_number,
+            code_notation=meta.code_notation,
+            issued_date=meta.issued_date,
+            subject=meta.subject,
+            subject_folded=fold(meta.subject),
+            language=meta.language,
+            page_amount=meta.page_amount,
+            description=meta.description,
+            signer_position=meta.signer_position,
+            signer_full_name=meta.signer_full_name,
+            signer_folded=fold(meta.signer_full_name) or None,
+            recipients=[r.as_dict() for r in meta.to],
+            urgency=meta.urgency,
+            secrecy=meta.secrecy,
+            issued_amount=meta.issued_amount,
+            due_date=meta.due_date,
+            arrival_date=meta.arrival_date,
+            arrival_number=meta.arrival_number,
+            to_places=[r.as_dict() for r in meta.to_places],
+            trace=list(meta.trace),
+            created_by=actor,
+        )
+        s.add(row)
+        s.flush()
+        details: dict[str, Any] = {
+            "direction": meta.direction,
+            "document_id": meta.document_id,
+            "number": row.number_symbol,
+            "organ_id": meta.organ_id,
+            "case_file_id": row.case_file_id,
+        }
+        if warnings:
+            details["duplicates"] = [{"kind": w.kind, "existing": w.existing_id} for w in warnings]
+        audit.append(s, actor, "document.add", f"document:{row.id}", details)
+        return row.id
 
     # -- versions and reports -------------------------------------------------------------------
     def add_version(
@@ -350,35 +354,48 @@ class Catalog:
         if size < 0 or not object_key:
             raise CatalogError("archive.catalog.version.object", key=object_key)
         with self.session() as s:
-            doc = s.get(Document, document_id)
-            if doc is None:
-                raise NotFoundError("archive.catalog.document.not_found", id=document_id)
-            last = s.scalars(
-                sa.select(DocumentVersion)
-                .where(DocumentVersion.document_id == document_id)
-                .order_by(DocumentVersion.seq.desc())
-                .limit(1)
-            ).first()
-            self._check_order(doc, last.kind if last else None, kind)
-            version = DocumentVersion(
-                document_id=document_id,
-                seq=1 if last is None else last.seq + 1,
-                kind=kind,
-                object_key=object_key,
-                sha256=digest,
-                size=size,
-                created_by=actor,
-            )
-            s.add(version)
-            s.flush()
-            audit.append(
-                s,
-                actor,
-                "version.add",
-                f"document:{document_id}/version:{version.seq}",
-                {"kind": kind, "object_key": object_key, "sha256": digest, "size": size},
-            )
-            return version.id
+            return self._insert_version(s, document_id, kind, object_key, digest, size, actor)
+
+    def _insert_version(
+        self,
+        s: Session,
+        document_id: int,
+        kind: str,
+        object_key: str,
+        digest: str,
+        size: int,
+        actor: str,
+    ) -> int:
+        """:meth:`add_version` inside the caller's transaction (arguments checked)."""
+        doc = s.get(Document, document_id)
+        if doc is None:
+            raise NotFoundError("archive.catalog.document.not_found", id=document_id)
+        last = s.scalars(
+            sa.select(DocumentVersion)
+            .where(DocumentVersion.document_id == document_id)
+            .order_by(DocumentVersion.seq.desc())
+            .limit(1)
+        ).first()
+        self._check_order(doc, last.kind if last else None, kind)
+        version = DocumentVersion(
+            document_id=document_id,
+            seq=1 if last is None else last.seq + 1,
+            kind=kind,
+            object_key=object_key,
+            sha256=digest,
+            size=size,
+            created_by=actor,
+        )
+        s.add(version)
+        s.flush()
+        audit.append(
+            s,
+            actor,
+            "version.add",
+            f"document:{document_id}/version:{version.seq}",
+            {"kind": kind, "object_key": object_key, "sha256": digest, "size": size},
+        )
+        return version.id
 
     @staticmethod
     def _check_order(doc: Document, last: str | None, kind: str) -> None:
@@ -411,27 +428,39 @@ class Catalog:
         if indication not in {"TOTAL_PASSED", "TOTAL_FAILED", "INDETERMINATE"}:
             raise CatalogError("archive.catalog.report.invalid", value=str(indication))
         with self.session() as s:
-            version = s.get(DocumentVersion, version_id)
-            if version is None:
-                raise NotFoundError("archive.catalog.version.not_found", id=version_id)
-            row = VerificationReport(
-                version_id=version_id,
-                indication=indication,
-                sub_indication=report.get("sub_indication"),
-                report_json=json.dumps(report, ensure_ascii=False, sort_keys=True),
-                report_object_key=report_object_key,
-                created_by=actor,
-            )
-            s.add(row)
-            s.flush()
-            audit.append(
-                s,
-                actor,
-                "report.add",
-                f"document:{version.document_id}/version:{version.seq}",
-                {"report": row.id, "indication": indication, "sub_indication": row.sub_indication},
-            )
-            return row.id
+            return self._insert_report(s, version_id, report, actor, report_object_key)
+
+    def _insert_report(
+        self,
+        s: Session,
+        version_id: int,
+        report: dict[str, Any],
+        actor: str,
+        report_object_key: str | None,
+    ) -> int:
+        """:meth:`add_report` inside the caller's transaction (``report`` checked)."""
+        indication = report["indication"]
+        version = s.get(DocumentVersion, version_id)
+        if version is None:
+            raise NotFoundError("archive.catalog.version.not_found", id=version_id)
+        row = VerificationReport(
+            version_id=version_id,
+            indication=indication,
+            sub_indication=report.get("sub_indication"),
+            report_json=json.dumps(report, ensure_ascii=False, sort_keys=True),
+            report_object_key=report_object_key,
+            created_by=actor,
+        )
+        s.add(row)
+        s.flush()
+        audit.append(
+            s,
+            actor,
+            "report.add",
+            f"document:{version.document_id}/version:{version.seq}",
+            {"report": row.id, "indication": indication, "sub_indication": row.sub_indication},
+        )
+        return row.id
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, document_id: int, *, actor: str, purpose: str | None = None) -> Document:

@@ -1,0 +1,200 @@
+"""Archive.put/get/reconcile/fixity on SQLite and PostgreSQL, with the local store (and S3
+for the round trip)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from kyso.archive.catalog import Catalog, NotFoundError, VersionOrderError
+from kyso.archive.errors import ObjectCorrupt
+from kyso.archive.ingest import Archive, IngestError
+from kyso.archive.metadata import DocumentMetadata, MetadataError
+from kyso.archive.models import AuditEvent, Document, DocumentVersion
+from kyso.archive.storage import LocalStore, ObjectStore
+from tests.archive.test_migrations import DATABASES, catalog_for
+
+
+def fake_report(path: Path) -> dict[str, Any]:
+    """What the verifier returns, without signing anything (the CLI test verifies for real)."""
+    return {
+        "indication": "INDETERMINATE",
+        "sub_indication": "TRY_LATER",
+        "file": {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+        "signatures": [{"index": 0}],
+    }
+
+
+def meta(
+    number: int = 12, subject: str = "Quyết định về việc phê duyệt kế hoạch"
+) -> DocumentMetadata:
+    return DocumentMetadata(
+        organ_id="G06.01",
+        code_number=number,
+        code_notation="QĐ-BNV",
+        issued_date=dt.date(2025, 3, 15),
+        type_name="Quyết định",
+        organ_name="Bộ Nội vụ",
+        subject=subject,
+        signer_full_name="Nguyễn Văn An",
+    )
+
+
+def pdf(tmp_path: Path, name: str, body: bytes = b"") -> Path:
+    path = tmp_path / name
+    path.write_bytes(b"%PDF-1.7\n" + name.encode() + body + os.urandom(16) + b"\n%%EOF\n")
+    return path
+
+
+@pytest.fixture(params=DATABASES)
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    with catalog_for(request.param, tmp_path) as c:
+        yield c
+
+
+@pytest.fixture
+def archive(catalog: Catalog, local_store: LocalStore) -> Archive:
+    return Archive(catalog, local_store, verifier=fake_report, retention_years=0)
+
+
+def _count(catalog: Catalog, model: Any) -> int:
+    with catalog.session() as s:
+        return int(s.scalar(sa.select(sa.func.count()).select_from(model)) or 0)
+
+
+def test_round_trip(archive: Archive, tmp_path: Path) -> None:
+    source = pdf(tmp_path, "qd.pdf")
+    result = archive.put(source, meta(), actor="vanthu")
+    assert result.created and result.version_seq == 1
+    assert result.kind == "person_signed"  # the report found a signature
+    assert result.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert result.indication == "INDETERMINATE" and result.report_object_key
+    assert archive.store.exists(result.object_key)
+    assert archive.store.exists(result.report_object_key)
+
+    target = tmp_path / "out" / "copy.pdf"
+    version = archive.get(result.document_id, target, actor="luutru")
+    assert target.read_bytes() == source.read_bytes()
+    assert version.seq == 1
+    actions = [a.action for a in archive.catalog.access_history(result.document_id)]
+    assert actions == ["read", "download"]
+
+    doc = archive.catalog.get(result.document_id, actor="t")
+    [v] = doc.versions
+    assert v.reports[0].indication == "INDETERMINATE"
+    assert archive.catalog.search("quyet dinh phe duyet").total == 1
+    with archive.catalog.session() as s:
+        events = [e.action for e in s.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq))]
+    assert events == ["document.add", "version.add", "report.add"]
+    assert archive.catalog.verify_audit([]).ok
+
+
+def test_round_trip_on_s3(catalog: Catalog, s3_store: ObjectStore, tmp_path: Path) -> None:
+    archive = Archive(catalog, s3_store, verifier=fake_report, retention_years=1)
+    source = pdf(tmp_path, "s3.pdf")
+    result = archive.put(source, meta(), actor="vanthu")
+    stat = s3_store.stat(result.object_key)
+    assert stat.retention is not None and stat.retention.mode == "GOVERNANCE"
+    target = tmp_path / "back.pdf"
+    archive.get(result.document_id, target, actor="luutru")
+    assert target.read_bytes() == source.read_bytes()
+    assert archive.reconcile().ok
+
+
+def test_put_is_idempotent_by_content(archive: Archive, tmp_path: Path) -> None:
+    source = pdf(tmp_path, "a.pdf")
+    first = archive.put(source, meta(), actor="vanthu")
+    again = archive.put(source, meta(number=13), actor="vanthu")
+    assert not again.created
+    assert (again.document_id, again.version_id) == (first.document_id, first.version_id)
+    assert _count(archive.catalog, Document) == 1
+    assert _count(archive.catalog, DocumentVersion) == 1
+
+
+def test_versions_of_a_document(archive: Archive, tmp_path: Path) -> None:
+    first = archive.put(pdf(tmp_path, "signed.pdf"), meta(), actor="vanthu")
+    sealed = archive.put(
+        pdf(tmp_path, "sealed.pdf"), document=first.document_id, kind="sealed", actor="vanthu"
+    )
+    assert (sealed.document_id, sealed.version_seq, sealed.kind) == (first.document_id, 2, "sealed")
+    objects = sum(1 for _ in archive.store.iter_objects())
+    # a version out of order is refused before anything is written
+    with pytest.raises(VersionOrderError):
+        archive.put(
+            pdf(tmp_path, "late.pdf"), document=first.document_id, kind="registered", actor="x"
+        )
+    with pytest.raises(NotFoundError):
+        archive.put(pdf(tmp_path, "nodoc.pdf"), document=999, kind="sealed", actor="x")
+    assert sum(1 for _ in archive.store.iter_objects()) == objects
+    target = tmp_path / "v1.pdf"
+    archive.get(first.document_id, target, version=1, actor="x")
+    assert target.read_bytes() == (tmp_path / "signed.pdf").read_bytes()
+    with pytest.raises(NotFoundError):
+        archive.get(first.document_id, target, version=7, actor="x")
+
+
+def test_bad_metadata_stores_nothing(archive: Archive, tmp_path: Path) -> None:
+    bad = meta()
+    bad.subject = " "
+    with pytest.raises(MetadataError) as info:
+        archive.put(pdf(tmp_path, "x.pdf"), bad, actor="x")
+    assert info.value.params["field"] == "subject"
+    with pytest.raises(IngestError):
+        archive.put(pdf(tmp_path, "y.pdf"), actor="x")
+    assert list(archive.store.iter_objects()) == []
+    assert _count(archive.catalog, Document) == 0
+
+
+def test_reconcile_reports_and_records(archive: Archive, tmp_path: Path) -> None:
+    kept = archive.put(pdf(tmp_path, "kept.pdf"), meta(), actor="vanthu")
+    lost = archive.put(pdf(tmp_path, "lost.pdf"), meta(number=20), actor="vanthu")
+    orphan = archive.store.put(io.BytesIO(b"%PDF-1.7 orphan"))
+    archive.store.delete(lost.object_key)  # no retention in this archive
+    report = archive.reconcile()
+    assert not report.ok
+    assert [o.key for o in report.orphans] == [orphan.key]
+    assert [(m.key, m.document_id, m.version_seq) for m in report.missing] == [
+        (lost.object_key, lost.document_id, 1)
+    ]
+    assert report.recorded == 0
+    repaired = archive.reconcile(repair=True, actor="auditor")
+    assert repaired.recorded == 2
+    with archive.catalog.session() as s:
+        actions = [e.action for e in s.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq))]
+    assert actions[-2:] == ["reconcile.orphan", "reconcile.missing"]
+    # putting the original again restores the missing object
+    archive.put(tmp_path / "lost.pdf", meta(number=20), actor="vanthu")
+    assert archive.reconcile().missing == []
+    assert kept.object_key not in {o.key for o in archive.reconcile().orphans}
+
+
+def test_fixity_sweep_is_aggregated(archive: Archive, tmp_path: Path) -> None:
+    results = [
+        archive.put(pdf(tmp_path, f"{i}.pdf"), meta(number=i), actor="v") for i in range(1, 5)
+    ]
+    clean = archive.fixity()
+    assert clean.passed and clean.total == clean.checked == clean.ok == 8  # 4 PDFs, 4 reports
+    bad = archive.store.root / results[0].object_key  # type: ignore[attr-defined]
+    bad.chmod(0o644)
+    bad.write_bytes(b"%PDF-1.7 swapped")
+    archive.store.delete(results[1].object_key)
+    seen: list[tuple[int, int]] = []
+    report = archive.fixity(progress=lambda done, total: seen.append((done, total)))
+    assert not report.passed
+    assert report.corrupt == [results[0].object_key]
+    assert report.missing == [results[1].object_key]
+    assert report.ok == 6 and seen[-1] == (8, 8)
+    sampled = archive.fixity(sample=3, rng=random.Random(1))
+    assert sampled.checked == 3 and sampled.total == 8
+    with pytest.raises(ObjectCorrupt):
+        archive.get(results[0].document_id, tmp_path / "nope.pdf", actor="x")
+    assert not (tmp_path / "nope.pdf").exists()
