@@ -299,7 +299,7 @@ class Archive:
         Either ``metadata`` (a new document, optionally in case file ``case``) or
         ``document`` (a new version of that document) is given.  ``kind`` is the version's
         kind (default: ``received`` for an incoming document, else ``draft`` for an unsigned
-        file and ``person_signed`` for a signed one)."""
+        file, else what its signatures show: see :func:`kind_from_report`)."""
         path = Path(path)
         if (metadata is None) == (document is None):
             raise IngestError("archive.ingest.metadata_or_document")
@@ -378,8 +378,7 @@ class Archive:
                 doc = s.get(Document, document)
                 if doc is not None and doc.direction == "incoming":
                     return "received"
-        signed = bool(report and report.get("signatures"))
-        return "person_signed" if signed else "draft"
+        return kind_from_report(report)
 
     # -- get ---------------------------------------------------------------------------------
     def get(
@@ -528,3 +527,15 @@ class Archive:
                 },
             )
         return result
+
+
+def kind_from_report(report: dict[str, Any] | None) -> str:
+    """The stage a file has reached, read from its verification report: ``sealed`` once an
+    organisation (the agency) has signed, ``person_signed`` with a person's signature only,
+    ``draft`` without signatures. A registered file (number written, no new signature) and an
+    LTV extension are recorded as such only when the caller says so with ``kind``."""
+    signatures = [s for s in (report or {}).get("signatures", []) if s.get("kind") == "signature"]
+    if not signatures:
+        return "draft"
+    kinds = {(s.get("signer") or {}).get("kind") for s in signatures}
+    return "sealed" if "organisation" in kinds else "person_signed"
