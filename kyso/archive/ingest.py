@@ -534,7 +534,8 @@ def kind_from_report(report: dict[str, Any] | None) -> str:
     organisation (the agency) has signed, ``person_signed`` with a person's signature only,
     ``draft`` without signatures. A registered file (number written, no new signature) and an
     LTV extension are recorded as such only when the caller says so with ``kind``."""
-    signatures = [s for s in (report or {}).get("signatures", []) if s.get("kind") == "signature"]
+    found = (report or {}).get("signatures", [])
+    signatures = [s for s in found if s.get("kind", "signature") == "signature"]
     if not signatures:
         return "draft"
     kinds = {(s.get("signer") or {}).get("kind") for s in signatures}
