@@ -43,9 +43,9 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import sqlalchemy as sa
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kyso.api.progress import progress_bar
 from kyso.api.services import PRESETS, Services
 from kyso.api.settings import get_settings
 from kyso.archive.ingest import IngestError
@@ -489,14 +489,7 @@ def fixity_command(
     """Re-read and re-hash every archived object (or a sample); exit 1 if any is missing or
     corrupt."""
     services = _services()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
+    progress = progress_bar(err)
     with progress:
         task = progress.add_task(t("archive.ingest.fixity.progress"), total=None)
 
@@ -654,14 +647,7 @@ def renew_command(
     if dry_run or not due:
         out.print(t("archive.cli.renew.count", count=len(due)))
         return
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
+    progress = progress_bar(err)
     with progress:
         task = progress.add_task(t("archive.cli.renew.progress"), total=len(due))
         result = _guard(

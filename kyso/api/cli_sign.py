@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kyso.api.progress import progress_bar
 from kyso.api.services import Services
 from kyso.api.settings import get_settings
 from kyso.certs.identity import identity_of
@@ -245,14 +245,7 @@ async def _batch(
     """Sign every file with one signer (the key opened once), with a progress bar."""
     worst = 0
     done = 0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as progress:
+    with progress_bar(err) as progress:
         task = progress.add_task(t("cli.sign.progress"), total=len(files))
         for source in files:
             target = out_dir / source.name

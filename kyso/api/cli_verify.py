@@ -20,9 +20,9 @@ from typing import Annotated, Any
 import typer
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kyso.api.progress import progress_bar
 from kyso.api.services import PRESETS, Services
 from kyso.api.settings import get_settings
 from kyso.certs.trust import TrustStore, load_certificates
@@ -302,15 +302,7 @@ async def _run_files(
     worst = 0
     rows: list[tuple[str, str, str, int]] = []
     json_items: list[dict[str, Any]] = []
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-        disable=not batch,
-    )
+    progress = progress_bar(err, disable=not batch)
     with progress:
         task = progress.add_task(t("verify.cli.progress"), total=len(files))
         for source in files:
