@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kyso import __version__
-from kyso.api import problems
-from kyso.api.routes import trust
+from kyso.api import observability, problems, web
+from kyso.api.routes import admin, archive, auth, documents, health, jobs, trust, verify
 from kyso.api.services import Services
 from kyso.api.settings import Settings, get_settings
 
@@ -34,5 +34,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     problems.install(app)
+    observability.install(app)
+    app.include_router(health.router)
     app.include_router(trust.router)
+    app.include_router(auth.router)
+    app.include_router(admin.router)
+    app.include_router(documents.router)
+    app.include_router(verify.router)
+    app.include_router(archive.router)
+    app.include_router(jobs.router)
+    app.include_router(web.router)
     return app

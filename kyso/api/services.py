@@ -30,6 +30,8 @@ from kyso.signer.sign import DocumentSigner, RevocationContext
 from kyso.signer.timestamps import LocalTimeStamper
 
 if TYPE_CHECKING:
+    from kyso.api.accounts import AccountStore
+    from kyso.api.jobs import JobRunner
     from kyso.archive.catalog import Catalog
     from kyso.archive.ingest import Archive
     from kyso.archive.storage import ObjectStore
@@ -227,7 +229,9 @@ class Services:
     @cached_property
     def catalog(self) -> Catalog:
         """The archive catalogue (KYSO_ARCHIVE_DB), its schema migrated on first use."""
-        from kyso.archive.catalog import Catalog
+        from kyso.api.accounts import AccountStore
+    from kyso.api.jobs import JobRunner
+    from kyso.archive.catalog import Catalog
 
         if not self.settings.archive_db:
             self.settings.archive_dir.mkdir(parents=True, exist_ok=True)
@@ -274,3 +278,43 @@ class Services:
 
             return TSAClient(s.tsa_urls, timeout=s.tsa_timeout, retries=s.tsa_retries)
         return self.tsa
+
+    # -- the service ------------------------------------------------------------------------------
+    @cached_property
+    def secret_key(self) -> bytes:
+        """Signs session cookies and CSRF tokens: KYSO_SECRET_KEY, else (development only) a
+        random key kept at ``<data>/secret_key``. Production refuses to start without one."""
+        s = self.settings
+        if s.secret_key is not None:
+            value = s.secret_key.get_secret_value()
+            if len(value) < 32:
+                raise KysoError("svc.secret_key.short")
+            return value.encode()
+        if s.environment == "production":
+            raise KysoError("svc.secret_key.missing")
+        path = s.data_dir / "secret_key"
+        if not path.exists():
+            import secrets
+
+            write_atomic(path, secrets.token_urlsafe(48).encode())
+            path.chmod(0o600)
+        return path.read_bytes().strip()
+
+    @property
+    def cookie_secure(self) -> bool:
+        s = self.settings
+        return s.cookie_secure if s.cookie_secure is not None else s.environment == "production"
+
+    @cached_property
+    def accounts(self) -> AccountStore:
+        """Agencies, users, roles, API tokens and web sessions (in the catalogue's database)."""
+        from kyso.api.accounts import AccountStore
+
+        return AccountStore(self.catalog)
+
+    @cached_property
+    def jobs(self) -> JobRunner:
+        """Background jobs: Celery when KYSO_BROKER_URL is set, else an in-process pool."""
+        from kyso.api.jobs import make_runner
+
+        return make_runner(self)

@@ -70,6 +70,32 @@ class Settings(BaseSettings):
         description="Verify at ingest with only what the PDF embeds (fetch no revocation data).",
     )
 
+    # -- the service (accounts, sessions, jobs, web UI, operations) ---------------------------
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Signs session cookies and CSRF tokens. Required in production; in "
+        "development a random one is made and kept at <data>/secret_key.",
+    )
+    session_hours: float = Field(8.0, gt=0, description="A web session's lifetime.")
+    cookie_secure: bool | None = Field(
+        None, description="Send cookies over HTTPS only (default: on in production)."
+    )
+    upload_max_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description="Largest PDF the API and the web UI accept."
+    )
+    verify_rate_limit: int = Field(
+        30, ge=1, description="Public verifications per client address per minute."
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker (redis://… or amqp://…); unset: jobs run in-process in a "
+        "thread pool.",
+    )
+    job_threads: int = Field(2, ge=1, description="Threads of the in-process job runner.")
+    job_max_retries: int = Field(5, ge=0, description="Retries of a failing job item.")
+    log_format: Literal["text", "json"] = "text"
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

@@ -1,0 +1,5 @@
+"""Routes: archive (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: documents (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: verify (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""The server-rendered web UI (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
