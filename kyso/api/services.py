@@ -229,9 +229,7 @@ class Services:
     @cached_property
     def catalog(self) -> Catalog:
         """The archive catalogue (KYSO_ARCHIVE_DB), its schema migrated on first use."""
-        from kyso.api.accounts import AccountStore
-    from kyso.api.jobs import JobRunner
-    from kyso.archive.catalog import Catalog
+        from kyso.archive.catalog import Catalog
 
         if not self.settings.archive_db:
             self.settings.archive_dir.mkdir(parents=True, exist_ok=True)
