@@ -47,6 +47,7 @@ Package (:func:`export_package`), as a directory or a ZIP holding that one direc
     <name>/data/metadata/case.json|.xml              the case file (when a case is exported)
     <name>/data/reports/<id>/<seq>.json              the verification reports of a version
     <name>/data/audit/excerpt.jsonl                  the audit events about these documents
+    <name>/data/audit/anchors.json, anchor-<n>.tsr   the RFC 3161 anchor that seals the excerpt
 
 The audit excerpt is the contiguous stretch of the archive's hash chain from the first to the
 last event about the exported documents (and case).  Events about them are written whole
@@ -54,7 +55,11 @@ last event about the exported documents (and case).  Events about them are writt
 which concern other records, only as ``{seq, prev_hash, hash, redacted: true}``, so the links
 can be followed without disclosing them.  An event's hash is the SHA-256 of the canonical JSON
 (sorted keys, no spaces, UTF-8, non-ASCII unescaped) of ``{seq, at, actor, action, subject,
-details, prev_hash}`` where ``details`` is the ``details_json`` string.
+details, prev_hash}`` where ``details`` is the ``details_json`` string.  When the chain has
+been anchored after the last of those events, the excerpt runs on (redacted) to the first such
+anchor, and the anchor's RFC 3161 token is included: its message imprint is that event's hash,
+so ``openssl ts -verify -digest <hash> -in anchor-<n>.tsr -token_in -CAfile <trusted root>``
+proves the excerpt existed, unaltered, at the token's time.
 
 Versions are streamed from the object store (never held whole in memory) and their SHA-256 is
 checked against the catalogue while copying.  In a ZIP, PDFs are stored (``ZIP_STORED``: they
@@ -90,7 +95,7 @@ import sqlalchemy as sa
 
 from kyso.archive.catalog import Catalog, NotFoundError
 from kyso.archive.metadata import CatalogError
-from kyso.archive.models import AuditEvent, CaseFile, Document, DocumentVersion
+from kyso.archive.models import AuditAnchor, AuditEvent, CaseFile, Document, DocumentVersion
 from kyso.archive.storage import ObjectStore
 
 __all__ = [
@@ -645,7 +650,10 @@ def _version_chunks(store: ObjectStore, version: DocumentVersion, doc_id: int) -
 
 def _audit_excerpt(
     catalog: Catalog, doc_ids: Sequence[int], case_id: int | None
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[tuple[AuditAnchor, str]]]:
+    """The excerpt's lines and the anchors that seal it: the first anchor at or after the last
+    relevant event (the excerpt runs on to it, as redacted links), with the file name its
+    token gets in the package."""
     ids = set(doc_ids)
     pattern = re.compile(r"document:(\d+)(?:/|$)")
 
@@ -667,11 +675,18 @@ def _audit_excerpt(
             if relevant(subject)
         ]
         if not seqs:
-            return []
+            return [], []
+        anchor = s.scalars(
+            sa.select(AuditAnchor)
+            .where(AuditAnchor.event_seq >= max(seqs))
+            .order_by(AuditAnchor.event_seq, AuditAnchor.id)
+            .limit(1)
+        ).first()
+        last = max(seqs) if anchor is None else anchor.event_seq
         lines: list[dict[str, Any]] = []
         rows = s.scalars(
             sa.select(AuditEvent)
-            .where(AuditEvent.seq >= min(seqs), AuditEvent.seq <= max(seqs))
+            .where(AuditEvent.seq >= min(seqs), AuditEvent.seq <= last)
             .order_by(AuditEvent.seq)
         )
         for e in rows:
@@ -692,7 +707,8 @@ def _audit_excerpt(
                 lines.append(
                     {"seq": e.seq, "prev_hash": e.prev_hash, "hash": e.hash, "redacted": True}
                 )
-        return lines
+        anchors = [] if anchor is None else [(anchor, f"anchor-{anchor.id}.tsr")]
+        return lines, anchors
 
 
 README = """\
@@ -712,6 +728,9 @@ từng tệp và so sánh. Trong audit/excerpt.jsonl, mã băm của một sự 
 chuẩn tắc (khóa sắp xếp, không khoảng trắng, UTF-8) của {seq, at, actor, action, subject,
 details (= chuỗi details_json), prev_hash}; prev_hash của mỗi dòng bằng hash của dòng trước.
 Dòng "redacted" là sự kiện về hồ sơ khác: chỉ giữ mã băm để nối chuỗi.
+audit/anchors.json cho biết dấu thời gian RFC 3161 (audit/anchor-<n>.tsr) niêm phong đoạn trích:
+mã băm của sự kiện <seq> là dữ liệu được đóng dấu. Kiểm tra bằng OpenSSL:
+  openssl ts -verify -digest <hash> -in anchor-<n>.tsr -token_in -CAfile <chứng thư gốc tin cậy>
 
 English
 -------
@@ -726,6 +745,9 @@ compare. In audit/excerpt.jsonl an event's hash is the SHA-256 of the canonical 
 keys, no spaces, UTF-8) of {seq, at, actor, action, subject, details (= the details_json
 string), prev_hash}; each line's prev_hash equals the previous line's hash. "redacted" lines
 are events about other records: only their hashes are kept, to link the chain.
+audit/anchors.json names the RFC 3161 timestamp (audit/anchor-<n>.tsr) that seals the excerpt:
+the hash of event <seq> is what was timestamped. To check it with OpenSSL:
+  openssl ts -verify -digest <hash> -in anchor-<n>.tsr -token_in -CAfile <trusted root>
 """
 
 
@@ -791,13 +813,27 @@ def _write_bag(
                 reports += len(version.reports)
         sink.write(f"data/metadata/{doc.id}.json", _json_bytes(document_dict(doc)))
         sink.write(f"data/metadata/{doc.id}.xml", document_xml(doc))
-    excerpt = _audit_excerpt(catalog, [d.id for d in docs], None if case is None else case.id)
+    excerpt, anchors = _audit_excerpt(
+        catalog, [d.id for d in docs], None if case is None else case.id
+    )
     sink.write(
         "data/audit/excerpt.jsonl",
         "".join(
             json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in excerpt
         ).encode("utf-8"),
     )
+    if anchors:
+        for anchor, name in anchors:
+            sink.write(f"data/audit/{name}", bytes(anchor.tsa_token))
+        sink.write(
+            "data/audit/anchors.json",
+            _json_bytes(
+                [
+                    {"seq": a.event_seq, "hash": a.head_hash, "token": name, "at": _stamp(a.at)}
+                    for a, name in anchors
+                ]
+            ),
+        )
     payload_files = len(sink.manifest)
     tags: dict[str, str] = {}
     tags["bagit.txt"] = sink.write(
@@ -996,8 +1032,11 @@ class _Reader:
         return digest.hexdigest(), size
 
     def text(self, rel: str) -> str:
+        return self.read(rel).decode("utf-8")
+
+    def read(self, rel: str) -> bytes:
         with self.open(rel) as stream:
-            return stream.read().decode("utf-8")
+            return stream.read()
 
 
 def _parse_manifest(text: str) -> list[tuple[str, str]]:
@@ -1049,6 +1088,40 @@ def _check_audit(reader: _Reader, rel: str) -> list[PackageProblem]:
                 PackageProblem("audit", rel, "archive.export.check.audit_link", {"seq": seq})
             )
         previous = {"seq": seq, "hash": own}
+    return problems
+
+
+def _check_anchors(reader: _Reader, excerpt: str, rel: str) -> list[PackageProblem]:
+    """Each anchor names an event of the excerpt by its seq and hash, and its token (DER)
+    carries that hash as its message imprint (``04 20 <hash>``). The token's signature is
+    checked with ``openssl ts -verify`` against a trusted root: see data/README.txt."""
+    problems: list[PackageProblem] = []
+    hashes: dict[int, str] = {}
+    for line in reader.text(excerpt).splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            event = json.loads(line)
+            hashes[int(event["seq"])] = str(event["hash"])
+    try:
+        entries = json.loads(reader.text(rel))
+        anchors = [(int(e["seq"]), str(e["hash"]), str(e["token"])) for e in entries]
+    except (ValueError, KeyError, TypeError):
+        return [PackageProblem("audit", rel, "archive.export.check.anchor_unreadable")]
+    for seq, digest, token in anchors:
+        path = f"data/audit/{token}"
+        if hashes.get(seq) != digest:
+            problems.append(
+                PackageProblem("audit", rel, "archive.export.check.anchor_mismatch", {"seq": seq})
+            )
+            continue
+        try:
+            imprint = b"\x04\x20" + bytes.fromhex(digest)
+            found = reader.exists(path) and imprint in reader.read(path)
+        except ValueError:
+            found = False
+        if not found:
+            problems.append(
+                PackageProblem("audit", path, "archive.export.check.anchor_token", {"seq": seq})
+            )
     return problems
 
 
@@ -1110,6 +1183,10 @@ def check_package(path: Path | str) -> list[PackageProblem]:
                         )
         if "data/audit/excerpt.jsonl" in listed and reader.exists("data/audit/excerpt.jsonl"):
             problems.extend(_check_audit(reader, "data/audit/excerpt.jsonl"))
+            if "data/audit/anchors.json" in listed and reader.exists("data/audit/anchors.json"):
+                problems.extend(
+                    _check_anchors(reader, "data/audit/excerpt.jsonl", "data/audit/anchors.json")
+                )
     finally:
         reader.close()
     return problems

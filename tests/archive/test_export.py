@@ -22,6 +22,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
+from kyso.api.services import Services
 from kyso.archive.catalog import Catalog
 from kyso.archive.errors import StorageError
 from kyso.archive.export import (
@@ -441,3 +442,56 @@ def test_package_round_trip_on_postgresql(tmp_path: Path) -> None:
         assert (root.findtext("DocTotal"), root.findtext("PageTotal")) == ("3", "9")
         assert len(archive.doc_ids) == 3
     shutil.rmtree(bag)
+
+
+def test_the_package_carries_the_anchor_that_seals_its_audit_excerpt(
+    archive: Archive, tmp_path: Path, dev_services: Services
+) -> None:
+    """Once the chain is anchored, the excerpt runs on to the anchor and the token is in the
+    package: openssl checks the token over the excerpt's last hash, check_package the links."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    # an event about another record after the case's events, then the anchor
+    archive.catalog.add_case(
+        CaseFileMetadata(
+            organ_id="000.00.31.H37",
+            file_catalog=2025,
+            file_notation="09-TC",
+            title="Hồ sơ khác",
+            maintenance="10 năm",
+            rights="Công khai",
+            language="Tiếng Việt",
+        ),
+        actor="vanthu",
+    )
+    anchored_seq = archive.catalog.anchor_audit(dev_services.tsa)
+    assert anchored_seq is not None
+    bag = tmp_path / "goi"
+    export_package(archive.catalog, archive.store, FILE_CODE, bag, actor="luutru")
+
+    lines = [json.loads(x) for x in (bag / "data/audit/excerpt.jsonl").read_text().splitlines()]
+    assert lines[-1]["seq"] == anchored_seq and lines[-1].get("redacted")
+    anchors = json.loads((bag / "data/audit/anchors.json").read_text())
+    assert [(a["seq"], a["hash"]) for a in anchors] == [(anchored_seq, lines[-1]["hash"])]
+    assert check_package(bag) == []
+    assert independent_check(bag).returncode == 0
+
+    root = tmp_path / "root.pem"
+    root.write_bytes(dev_services.pki.root_cert.public_bytes(Encoding.PEM))
+    token = bag / "data/audit" / anchors[0]["token"]
+    proc = subprocess.run(
+        ["openssl", "ts", "-verify", "-digest", anchors[0]["hash"], "-in", str(token),
+         "-token_in", "-CAfile", str(root)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "Verification: OK" in proc.stdout, proc.stdout + proc.stderr
+
+    # an anchor that names another hash, and a token swapped for another, are both found
+    forged = [{**anchors[0], "hash": lines[-2]["hash"]}]
+    (bag / "data/audit/anchors.json").chmod(0o644)
+    (bag / "data/audit/anchors.json").write_text(json.dumps(forged))
+    assert "anchor_mismatch" in " ".join(p.code for p in check_package(bag))
+    (bag / "data/audit/anchors.json").write_text(json.dumps(anchors))
+    token.chmod(0o644)
+    token.write_bytes(b"\x30\x03\x02\x01\x00")
+    assert "anchor_token" in " ".join(p.code for p in check_package(bag))
