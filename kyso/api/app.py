@@ -9,7 +9,17 @@ from fastapi import FastAPI
 
 from kyso import __version__
 from kyso.api import observability, problems, web
-from kyso.api.routes import admin, archive, auth, documents, health, jobs, trust, verify
+from kyso.api.routes import (
+    admin,
+    archive,
+    auth,
+    documents,
+    exchange,
+    health,
+    jobs,
+    trust,
+    verify,
+)
 from kyso.api.services import Services
 from kyso.api.settings import Settings, get_settings
 
@@ -43,5 +53,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(verify.router)
     app.include_router(archive.router)
     app.include_router(jobs.router)
+    app.include_router(exchange.router)
     app.include_router(web.router)
     return app

@@ -1,0 +1,5 @@
+"""Routes: exchange between agencies (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
