@@ -1,0 +1,851 @@
+"""The pages of a document's life: upload, the official's signature placed by a click, the
+clerk's queue (number and date, then the agency seal), the archive search, downloads, the
+verification of an archived version and the progress of background jobs.
+
+Every page calls :mod:`kyso.api.workflow` (the same functions as the HTTP API and the job
+handlers) with the signed-in :class:`~kyso.api.principal.Principal`: roles, the agency scope
+(another agency's document is "not found"), the audit log and the order of the steps are
+enforced there, not here.  Blocking work (signing, the archive, PDFium) runs in the thread
+pool.  Errors are shown on the page in the user's language, never as a 500.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kyso.api import workflow
+from kyso.api.principal import Principal
+from kyso.api.problems import Problem
+from kyso.api.services import Services
+from kyso.api.web import placement, ui
+from kyso.api.web.verify_page import verify_file
+from kyso.archive.models import Document, DocumentVersion
+from kyso.errors import KysoError
+from kyso.i18n import catalogue, set_locale, t
+from kyso.signer.register import today_vn
+from kyso.signer.verify.render import data_uri
+
+router = APIRouter(include_in_schema=False)
+
+T = TypeVar("T")
+
+QUEUE_KINDS = ("person_signed", "registered")
+DOCUMENT_TYPES = (
+    "Quyết định",
+    "Công văn",
+    "Tờ trình",
+    "Thông báo",
+    "Kế hoạch",
+    "Báo cáo",
+    "Giấy mời",
+    "Biên bản",
+)
+PER_PAGE = 20
+RECENT = 10
+QUEUE_MAX = 200
+"""The queue shows the oldest 200 documents waiting (the rest come as those are done)."""
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+async def _visitor(request: Request, *roles: str) -> ui.Visitor | Response:
+    """The signed-in user with one of ``roles`` (looked up in the thread pool), else the
+    login redirect or the 403 page."""
+    # messages of the library (workflow problems, KysoError) in the user's language: the
+    # context variable is copied into the worker threads that run the library
+    set_locale(ui.request_locale(request))
+    await run_in_threadpool(ui.visitor, request)  # cached on the request
+    return ui.need(request, *roles)
+
+
+async def _form(request: Request, who: ui.Visitor) -> FormData | Response:
+    """The posted form, its CSRF token checked; else the page saying what to do."""
+    locale = ui.request_locale(request)
+    if not ui.content_length_ok(request):
+        limit = ui.services_of(request).settings.upload_max_bytes // (1 << 20)
+        return _message(request, 413, t("web.upload.too_large", locale=locale, limit=limit))
+    try:
+        form = await request.form(max_files=1, max_fields=50)
+    except StarletteHTTPException as exc:
+        reason = str(exc.detail)
+        return _message(request, 400, t("web.upload.bad_form", locale=locale, reason=reason))
+    try:
+        ui.check_csrf(request, who, form.get("csrf_token"))
+    except ui.CSRFError:
+        return _message(request, 403, t("web.error.csrf", locale=locale))
+    return form
+
+
+def _message(request: Request, status: int, text: str, *, heading: str | None = None) -> Response:
+    locale = ui.request_locale(request)
+    return ui.render(
+        request,
+        "message.html.j2",
+        status=status,
+        heading=heading or t("web.error.title", locale=locale),
+        text=text,
+        tone="bad",
+    )
+
+
+def _failure(request: Request, exc: BaseException) -> Response:
+    """A workflow error as a page: not found (404, also another agency's document), not
+    allowed (403), out of order (409) or the library's own message (422)."""
+    locale = ui.request_locale(request)
+    if isinstance(exc, Problem):
+        if exc.status == 404:
+            return _message(
+                request,
+                404,
+                t("web.notfound.text", locale=locale),
+                heading=t("web.notfound.title", locale=locale),
+            )
+        return _message(request, exc.status, exc.detail)
+    return _message(request, 422, ui.error_message(exc, locale))
+
+
+async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def _text(form: FormData, name: str, limit: int = 500) -> str:
+    value = form.get(name)
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,9}", value.strip()):
+        return int(value.strip())
+    return None
+
+
+def _kind_label(kind: str | None, locale: str) -> str:
+    key = f"web.status.{kind or 'none'}"
+    return t(key, locale=locale) if key in catalogue() else (kind or "—")
+
+
+def _date_text(value: dt.date | dt.datetime | None, locale: str) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        local = value.astimezone(dt.timezone(dt.timedelta(hours=7)))
+        return local.strftime("%d/%m/%Y %H:%M" if locale == "vi" else "%Y-%m-%d %H:%M")
+    return value.strftime("%d/%m/%Y" if locale == "vi" else "%Y-%m-%d")
+
+
+def latest_versions(
+    services: Services,
+    agency: str,
+    kinds: tuple[str, ...] | None = None,
+    ids: list[int] | None = None,
+    *,
+    newest_first: bool = False,
+    limit: int | None = None,
+) -> list[tuple[Document, DocumentVersion]]:
+    """The agency's documents with their latest version, optionally only those whose latest
+    version is of ``kinds`` or whose id is in ``ids`` (oldest change first)."""
+    newest = (
+        sa.select(
+            DocumentVersion.document_id.label("document_id"),
+            sa.func.max(DocumentVersion.seq).label("seq"),
+        )
+        .group_by(DocumentVersion.document_id)
+        .subquery()
+    )
+    query = (
+        sa.select(Document, DocumentVersion)
+        .join(newest, newest.c.document_id == Document.id)
+        .join(
+            DocumentVersion,
+            sa.and_(
+                DocumentVersion.document_id == newest.c.document_id,
+                DocumentVersion.seq == newest.c.seq,
+            ),
+        )
+        .where(Document.agency_id == agency)
+    )
+    if newest_first:
+        query = query.order_by(DocumentVersion.created_at.desc(), Document.id.desc())
+    else:
+        query = query.order_by(DocumentVersion.created_at, Document.id)
+    if limit is not None:
+        query = query.limit(limit)
+    if kinds is not None:
+        query = query.where(DocumentVersion.kind.in_(kinds))
+    if ids is not None:
+        query = query.where(Document.id.in_(ids))
+    with services.catalog.session() as s:
+        return [(row[0], row[1]) for row in s.execute(query).all()]
+
+
+def _row(doc: Document, version: DocumentVersion | None, locale: str) -> dict[str, Any]:
+    return {
+        "id": doc.id,
+        "subject": doc.subject,
+        "type": doc.type_name,
+        "number": doc.number_symbol or "—",
+        "issued": _date_text(doc.issued_date, locale),
+        "signer": doc.signer_full_name or "—",
+        "kind": version.kind if version is not None else None,
+        "status": _kind_label(version.kind if version is not None else None, locale),
+        "changed": _date_text(version.created_at if version is not None else None, locale),
+    }
+
+
+# -- home -------------------------------------------------------------------------------------
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    who = await _visitor(request)
+    if isinstance(who, Response):
+        return who
+    principal = who.principal
+    assert principal is not None
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    rows = await _call(latest_versions, services, principal.agency, newest_first=True, limit=RECENT)
+    recent = [_row(d, v, locale) for d, v in rows]
+    waiting = len(
+        await _call(latest_versions, services, principal.agency, QUEUE_KINDS, limit=QUEUE_MAX)
+    )
+    return ui.render(
+        request,
+        "home.html.j2",
+        title=t("web.home.title", locale=locale),
+        recent=recent,
+        waiting=waiting,
+    )
+
+
+# -- upload -----------------------------------------------------------------------------------
+
+
+def _upload_defaults(principal: Principal) -> dict[str, str]:
+    return {
+        "type": DOCUMENT_TYPES[0],
+        "subject": "",
+        "symbol": "",
+        "agency_name": "",
+        "place": "",
+        "signer": principal.full_name if principal.has("official") else "",
+        "position": "",
+    }
+
+
+@router.get("/documents/new")
+async def upload_form(request: Request) -> Response:
+    who = await _visitor(request, *workflow.UPLOADERS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    locale = ui.request_locale(request)
+    values = _upload_defaults(who.principal)
+    services = ui.services_of(request)
+    try:
+        agency = await _call(services.accounts.get_agency, who.principal.agency)
+        values["agency_name"] = agency.name
+    except KysoError:
+        pass  # the field stays empty: the user types it
+    return ui.render(
+        request,
+        "upload.html.j2",
+        title=t("web.upload.title", locale=locale),
+        values=values,
+        types=DOCUMENT_TYPES,
+    )
+
+
+@router.post("/documents/new")
+async def upload_post(request: Request) -> Response:
+    who = await _visitor(request, *workflow.UPLOADERS)
+    if isinstance(who, Response):
+        return who
+    principal = who.principal
+    assert principal is not None
+    locale = ui.request_locale(request)
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    values = {name: _text(form, name) for name in _upload_defaults(principal)}
+
+    def again(status: int, message: str) -> Response:
+        return ui.render(
+            request,
+            "upload.html.j2",
+            status=status,
+            title=t("web.upload.title", locale=locale),
+            values=values,
+            types=DOCUMENT_TYPES,
+            error=message,
+        )
+
+    services = ui.services_of(request)
+    with ui.work_folder() as tmp:
+        try:
+            source = await ui.save_upload(request, form.get("file"), Path(tmp))
+        except ui.UploadTooLarge:
+            limit = services.settings.upload_max_bytes // (1 << 20)
+            return again(413, t("web.upload.too_large", locale=locale, limit=limit))
+        except ui.NoFile:
+            return again(422, t("web.upload.no_file", locale=locale))
+        metadata = {k: v for k, v in values.items() if v}
+        metadata.setdefault("agency_name", principal.agency)
+        try:
+            result = await _call(workflow.upload, services, principal, source, metadata)
+        except (KysoError, Problem) as exc:
+            status = exc.status if isinstance(exc, Problem) else 422
+            return again(status, ui.error_message(exc, locale))
+    following = (
+        f"/documents/{result.document_id}/sign"
+        if principal.has(*workflow.SIGNERS)
+        else f"/documents/{result.document_id}"
+    )
+    return ui.redirect(following, done="uploaded")
+
+
+# -- one document -----------------------------------------------------------------------------
+
+
+def _document_page(
+    services: Services, principal: Principal, document_id: int, locale: str
+) -> dict[str, Any]:
+    doc = workflow.get_document(services, principal, document_id)
+    versions = sorted(doc.versions, key=lambda v: v.seq)
+    latest = versions[-1] if versions else None
+    plan = workflow.register_plan(services, document_id)
+    facts = [
+        (t("web.doc.type", locale=locale), doc.type_name),
+        (t("web.doc.subject", locale=locale), doc.subject),
+        (t("web.doc.number", locale=locale), doc.number_symbol or "—"),
+        (t("web.doc.issued", locale=locale), _date_text(doc.issued_date, locale)),
+        (t("web.doc.agency", locale=locale), f"{doc.organ_name} ({doc.organ_id})"),
+        (t("web.doc.signer", locale=locale), doc.signer_full_name or "—"),
+        (t("web.doc.position", locale=locale), doc.signer_position or "—"),
+    ]
+    if plan and plan.get("symbol") and not doc.code_number:
+        facts.append((t("web.doc.planned_symbol", locale=locale), str(plan["symbol"])))
+    history = []
+    for version in versions:
+        report = version.reports[-1] if version.reports else None
+        history.append(
+            {
+                "seq": version.seq,
+                "kind": _kind_label(version.kind, locale),
+                "when": _date_text(version.created_at, locale),
+                "by": version.created_by,
+                "size": ui.human_size(version.size, locale),
+                "sha256": version.sha256,
+                "indication": (
+                    t(f"verify.indication.{report.indication}", locale=locale)
+                    if report is not None
+                    else "—"
+                ),
+                "tone": (
+                    {"TOTAL_PASSED": "good", "TOTAL_FAILED": "bad"}.get(report.indication, "warn")
+                    if report is not None
+                    else ""
+                ),
+            }
+        )
+    return {
+        "doc": {"id": doc.id, "subject": doc.subject},
+        "kind": latest.kind if latest else None,
+        "status_text": _kind_label(latest.kind if latest else None, locale),
+        "facts": facts,
+        "history": history,
+        "plan": plan,
+    }
+
+
+@router.get("/documents/{document_id}")
+async def document_page(document_id: int, request: Request) -> Response:
+    who = await _visitor(request)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    try:
+        page = await _call(_document_page, services, who.principal, document_id, locale)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.render(
+        request,
+        "document.html.j2",
+        title=page["doc"]["subject"],
+        today=today_vn().isoformat(),
+        **page,
+    )
+
+
+def _download(
+    services: Services, principal: Principal, document_id: int, version: int | None
+) -> tuple[Path, str]:
+    folder = Path(tempfile.mkdtemp(prefix="kyso-web-dl-"))
+    try:
+        target = folder / "document.pdf"
+        chosen = workflow.download(services, principal, document_id, target, version=version)
+        with services.catalog.session() as s:
+            doc = s.get(Document, document_id)
+            number = doc.number_symbol if doc is not None else None
+        stem = (number or f"van-ban-{document_id}").replace("/", "-")
+        return target, f"{stem}-v{chosen.seq}-{chosen.kind}.pdf"
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@router.get("/documents/{document_id}/download")
+async def download(document_id: int, request: Request, version: int | None = None) -> Response:
+    who = await _visitor(request)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    services = ui.services_of(request)
+    try:
+        path, name = await _call(_download, services, who.principal, document_id, version)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return FileResponse(
+        path,
+        media_type="application/pdf",
+        filename=name,
+        background=BackgroundTask(shutil.rmtree, path.parent, ignore_errors=True),
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+    )
+
+
+def _verify_archived(
+    services: Services, principal: Principal, document_id: int, locale: str
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kyso-web-") as tmp:
+        source = Path(tmp) / "document.pdf"
+        chosen = workflow.download(services, principal, document_id, source)
+        name = f"#{document_id} v{chosen.seq}"
+        return {"report": verify_file(services, source, locale, name), "name": name}
+
+
+@router.post("/documents/{document_id}/verify")
+async def verify_archived(document_id: int, request: Request) -> Response:
+    who = await _visitor(request)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    try:
+        result = await _call(_verify_archived, services, who.principal, document_id, locale)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.render(
+        request,
+        "report.html.j2",
+        title=t("web.verify.report_for", locale=locale, name=result["name"]),
+        report=result["report"],
+        file_name=result["name"],
+        document_id=document_id,
+    )
+
+
+# -- the official's signature, placed by a click ------------------------------------------------
+
+
+def _sign_page(
+    services: Services, principal: Principal, document_id: int, page: int | None
+) -> dict[str, Any]:
+    doc = workflow.get_document(services, principal, document_id)
+    with tempfile.TemporaryDirectory(prefix="kyso-web-") as tmp:
+        source = Path(tmp) / "document.pdf"
+        workflow.download(services, principal, document_id, source)
+        rendered = placement.render_page(source, page)
+    keys = services.accounts.keys_of(principal.user_id)
+    latest = max(doc.versions, key=lambda v: v.seq) if doc.versions else None
+    return {
+        "doc": {"id": doc.id, "subject": doc.subject, "signer": doc.signer_full_name or ""},
+        "kind": latest.kind if latest else None,
+        "rendered": rendered,
+        "keys": keys,
+    }
+
+
+@router.get("/documents/{document_id}/sign")
+async def sign_form(document_id: int, request: Request, page: int | None = None) -> Response:
+    who = await _visitor(request, *workflow.SIGNERS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    index = page - 1 if page is not None and page >= 1 else None
+    try:
+        context = await _call(_sign_page, services, who.principal, document_id, index)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return _render_sign(request, context, locale)
+
+
+def _render_sign(
+    request: Request,
+    context: dict[str, Any],
+    locale: str,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    chosen: tuple[int, int] | None = None,
+    key: str | None = None,
+) -> Response:
+    rendered: placement.RenderedPage = context["rendered"]
+    box_w, box_h = rendered.box_pixels
+    extra: dict[str, Any] = {} if error is None else {"error": error}
+    return ui.render(
+        request,
+        "sign.html.j2",
+        status=status,
+        title=t("web.sign.title", locale=locale),
+        doc=context["doc"],
+        kind=context["kind"],
+        keys=context["keys"],
+        chosen_key=key or (context["keys"][0] if context["keys"] else ""),
+        page={
+            "number": rendered.index + 1,
+            "count": rendered.page_count,
+            "uri": data_uri(rendered.png) if rendered.png else None,
+            "width": rendered.width,
+            "height": rendered.height,
+            "box_w": round(box_w, 1),
+            "box_h": round(box_h, 1),
+            "error": rendered.error,
+        },
+        chosen=chosen,
+        **extra,
+    )
+
+
+def _sign(
+    services: Services,
+    principal: Principal,
+    document_id: int,
+    *,
+    key: str,
+    pin: str,
+    page: int | None,
+    click: tuple[int, int] | None,
+) -> Any:
+    where = None
+    if click is not None and page is not None:
+        workflow.get_document(services, principal, document_id)  # the agency's, or 404
+        with tempfile.TemporaryDirectory(prefix="kyso-web-") as tmp:
+            source = Path(tmp) / "document.pdf"
+            workflow.download(services, principal, document_id, source)
+            rendered = placement.render_page(source, page)
+        if rendered.matrix is None or rendered.index != page:
+            raise Problem(422, "validation", t("web.sign.page_unreadable", page=page + 1))
+        box = rendered.box_at(*click)
+        where = {"box": list(box), "page": rendered.index}
+    return workflow.sign_as_person(
+        services, principal, document_id, key=key, pin=pin, placement=where
+    )
+
+
+@router.post("/documents/{document_id}/sign")
+async def sign_post(document_id: int, request: Request) -> Response:
+    who = await _visitor(request, *workflow.SIGNERS)
+    if isinstance(who, Response):
+        return who
+    principal = who.principal
+    assert principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    key = _text(form, "key", 200)
+    pin = form.get("pin")
+    pin = pin if isinstance(pin, str) else ""
+    page_number = _int(form.get("page"))
+    index = page_number - 1 if page_number is not None and page_number >= 1 else None
+    x, y = _int(form.get("x")), _int(form.get("y"))
+    click = (x, y) if x is not None and y is not None and x >= 0 and y >= 0 else None
+    try:
+        await _call(
+            _sign,
+            services,
+            principal,
+            document_id,
+            key=key,
+            pin=pin,
+            page=index,
+            click=click,
+        )
+    except (KysoError, Problem) as exc:
+        if isinstance(exc, Problem) and exc.status == 404:
+            return _failure(request, exc)
+        try:
+            context = await _call(_sign_page, services, principal, document_id, index)
+        except (KysoError, Problem) as again:
+            return _failure(request, again)
+        status = exc.status if isinstance(exc, Problem) else 422
+        return _render_sign(
+            request,
+            context,
+            locale,
+            status=status,
+            error=ui.error_message(exc, locale),
+            chosen=click,
+            key=key,
+        )
+    return ui.redirect(f"/documents/{document_id}", done="signed")
+
+
+# -- the clerk: number, date, seal --------------------------------------------------------------
+
+
+@router.get("/queue")
+async def queue(request: Request) -> Response:
+    who = await _visitor(request, *workflow.CLERKS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    rows = await _call(
+        latest_versions, services, who.principal.agency, QUEUE_KINDS, limit=QUEUE_MAX
+    )
+    items = [_row(d, v, locale) for d, v in rows]
+    plans = {}
+    for item in items:
+        plans[item["id"]] = await _call(workflow.register_plan, services, item["id"])
+    for item in items:
+        plan = plans[item["id"]] or {}
+        item["symbol"] = plan.get("symbol") or ""
+    return ui.render(
+        request,
+        "queue.html.j2",
+        title=t("web.queue.title", locale=locale),
+        to_number=[i for i in items if i["kind"] == "person_signed"],
+        to_seal=[i for i in items if i["kind"] == "registered"],
+        today=today_vn().isoformat(),
+    )
+
+
+@router.post("/documents/{document_id}/register")
+async def register_post(document_id: int, request: Request) -> Response:
+    who = await _visitor(request, *workflow.CLERKS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    services = ui.services_of(request)
+    number = _text(form, "number", 20) or None
+    date = _text(form, "date", 20) or None
+    symbol = _text(form, "symbol", 30) or None
+    try:
+        await _call(
+            workflow.register,
+            services,
+            who.principal,
+            document_id,
+            number=number,
+            date=date,
+            symbol=symbol,
+        )
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    back = "/queue" if _text(form, "back") == "queue" else f"/documents/{document_id}"
+    return ui.redirect(back, done="registered")
+
+
+@router.post("/documents/{document_id}/seal")
+async def seal_post(document_id: int, request: Request) -> Response:
+    who = await _visitor(request, *workflow.CLERKS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    services = ui.services_of(request)
+    try:
+        await _call(workflow.seal, services, who.principal, document_id)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    back = "/queue" if _text(form, "back") == "queue" else f"/documents/{document_id}"
+    return ui.redirect(back, done="sealed")
+
+
+# -- the archive: search, batch verification ----------------------------------------------------
+
+
+def _parse_date(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
+def _search(
+    services: Services, principal: Principal, criteria: dict[str, Any], page: int, locale: str
+) -> dict[str, Any]:
+    found = services.catalog.search(
+        criteria["q"] or None,
+        number=criteria["number"] or None,
+        symbol=criteria["symbol"] or None,
+        signer=criteria["signer"] or None,
+        date_from=_parse_date(criteria["date_from"]),
+        date_to=_parse_date(criteria["date_to"]),
+        tenant=principal.agency,
+        page=page,
+        per_page=PER_PAGE,
+    )
+    ids = [d.id for d in found.items]
+    latest = {d.id: v for d, v in latest_versions(services, principal.agency, ids=ids)}
+    return {
+        "rows": [_row(d, latest.get(d.id), locale) for d in found.items],
+        "total": found.total,
+        "page": found.page,
+        "pages": found.pages,
+    }
+
+
+SEARCH_FIELDS = ("q", "number", "symbol", "signer", "date_from", "date_to")
+
+
+@router.get("/search")
+async def search(request: Request, page: int = 1) -> Response:
+    who = await _visitor(request)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    criteria = {k: (request.query_params.get(k) or "").strip()[:200] for k in SEARCH_FIELDS}
+    asked = any(criteria.values()) or "q" in request.query_params
+    results = None
+    error = None
+    if asked:
+        try:
+            results = await _call(_search, services, who.principal, criteria, max(1, page), locale)
+        except KysoError as exc:
+            error = exc.message(locale)
+    pages = []
+    if results is not None and results["pages"] > 1:
+        for n in range(1, results["pages"] + 1):
+            pages.append({"n": n, "url": ui.with_query("/search", **criteria, page=n)})
+    extra: dict[str, Any] = {"error": error} if error else {}
+    return ui.render(
+        request,
+        "search.html.j2",
+        title=t("web.search.title", locale=locale),
+        criteria=criteria,
+        results=results,
+        pages=pages,
+        **extra,
+    )
+
+
+@router.post("/jobs/verify")
+async def verify_batch(request: Request) -> Response:
+    """Verify the chosen documents in the background (a ``verify`` job); show its progress."""
+    who = await _visitor(request)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    locale = ui.request_locale(request)
+    ids = sorted({i for i in (_int(v) for v in form.getlist("document")) if i and i > 0})
+    if not ids:
+        return _message(request, 422, t("web.jobs.none_chosen", locale=locale))
+    services = ui.services_of(request)
+    items = [{"document_id": i} for i in ids[:500]]
+    try:
+        job_id = await _call(services.jobs.submit, "verify", items, principal=who.principal)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.redirect(f"/jobs/{job_id}")
+
+
+@router.get("/jobs/{job_id}")
+async def job_page(job_id: str, request: Request) -> Response:
+    who = await _visitor(request)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id):
+        return _failure(request, Problem(404, "not-found", job_id))
+    try:
+        status = await _call(services.jobs.status, job_id, agency=who.principal.agency)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    items = []
+    for item in status.items:
+        document = item.params.get("document_id")
+        items.append(
+            {
+                "seq": item.seq,
+                "document": document,
+                "state": _job_state(item.state, locale),
+                "error": item.error,
+                "result": _job_result(item.result, locale),
+            }
+        )
+    return ui.render(
+        request,
+        "job.html.j2",
+        title=t("web.jobs.title", locale=locale),
+        job={
+            "id": status.id,
+            "kind": t(f"web.jobs.kind.{status.kind}", locale=locale)
+            if f"web.jobs.kind.{status.kind}" in catalogue()
+            else status.kind,
+            "state": _job_state(status.state, locale),
+            "raw_state": status.state,
+            "done": status.done,
+            "total": status.total,
+            "failed": status.failed,
+        },
+        items=items,
+    )
+
+
+def _job_state(state: str, locale: str) -> str:
+    key = f"web.jobs.state.{state}"
+    return t(key, locale=locale) if key in catalogue() else state
+
+
+def _job_result(result: dict[str, Any] | None, locale: str) -> str:
+    if not result:
+        return ""
+    indication = result.get("indication")
+    if isinstance(indication, str):
+        return t(f"verify.indication.{indication}", locale=locale)
+    kind = result.get("kind")
+    return _kind_label(kind, locale) if isinstance(kind, str) else ""
