@@ -92,7 +92,11 @@ def test_the_migration_matches_the_models(kind: str, tmp_path: Path) -> None:
 
     def include(obj: object, name: str | None, type_: str, *_: object) -> bool:
         # search structures live only in the migration (FTS5 table, GIN expression index)
-        return not (name or "").startswith(("documents_fts", "ix_documents_subject_tsv"))
+        if (name or "").startswith(("documents_fts", "ix_documents_subject_tsv")):
+            return False
+        # the service's tables (accounts, jobs, workflow, exchange) are compared with their
+        # own models by their own modules' tests
+        return type_ != "table" or name in Base.metadata.tables
 
     with catalog_for(kind, tmp_path) as catalog, catalog.engine.connect() as conn:
         context = MigrationContext.configure(

@@ -1,5 +1,132 @@
-"""Routes: verify (being written)."""
+"""``POST /api/v1/verify``: anyone may verify a PDF (verification needs no secret), without an
+account; rate limited per client address (``KYSO_VERIFY_RATE_LIMIT`` a minute, 429 with
+``Retry-After``).  The answer is the report of ``kyso verify --offline --json``
+(``?format=html|pdf`` for the rendered report): revocation comes from what the file embeds
+(PAdES B-LT and up), never from URLs an anonymous file names.  A damaged PDF gets a report
+(TOTAL_FAILED / INDETERMINATE), not an error; only a file that is not a PDF at all is refused
+(422 ``bad-pdf``).  Nothing is stored.
+"""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import math
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from kyso.api.problems import Problem, problem_response
+from kyso.api.routes.documents import ServicesDep, call, multipart_body, receive_upload
+from kyso.api.services import Services
+from kyso.i18n import current_locale, t
+
+router = APIRouter(prefix="/api/v1", tags=["verification"])
+
+WINDOW = 60.0
+FORMATS = ("json", "html", "pdf")
+
+
+class RateLimiter:
+    """At most ``limit`` events per client in any ``window`` seconds (a sliding log per
+    address; addresses idle for a window are forgotten).  Per process: with several API
+    replicas each one counts on its own."""
+
+    def __init__(self, limit: int, window: float = WINDOW, clock: Any = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._log: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def hit(self, client: str) -> float:
+        """0 when allowed (and counted), else the seconds until the next one is."""
+        now = self.clock()
+        with self._lock:
+            if now >= self._next_sweep:
+                for key in [k for k, v in self._log.items() if not v or v[-1] <= now - self.window]:
+                    del self._log[key]
+                self._next_sweep = now + self.window
+            times = self._log.setdefault(client, deque())
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if len(times) >= self.limit:
+                return max(times[0] + self.window - now, 0.001)
+            times.append(now)
+            return 0.0
+
+
+def _limiter(request: Request, services: Services) -> RateLimiter:
+    state = request.app.state
+    limiter: RateLimiter | None = getattr(state, "verify_limiter", None)
+    if limiter is None or limiter.limit != services.settings.verify_rate_limit:
+        limiter = RateLimiter(services.settings.verify_rate_limit)
+        state.verify_limiter = limiter
+    return limiter
+
+
+def _verify(services: Services, path: Path, fmt: str, locale: str) -> bytes | dict[str, Any]:
+    from kyso.api.cli_verify import Format, render
+    from kyso.signer.verify import VerifyPolicy, verify
+
+    # Offline: only what the PDF embeds (and kyso's trust anchors). Fetching the OCSP, CRL
+    # and CA-issuer URLs that an anonymous caller's file names would let anyone make this
+    # server send requests to hosts of their choosing.
+    policy = VerifyPolicy.from_services(services, offline=True)
+    report = verify(path, policy)
+    if fmt == "json":
+        return report.to_dict(locale)
+    return render(report, Format(fmt), path, locale, visual_diff=False)
+
+
+@router.post(
+    "/verify",
+    summary="Verify a signed PDF (public, no account)",
+    openapi_extra=multipart_body({}),
+    responses={
+        200: {
+            "description": "The verification report",
+            "content": {"application/json": {}, "text/html": {}, "application/pdf": {}},
+        },
+        429: {"description": "Too many verifications from this address"},
+    },
+)
+async def verify_public(
+    request: Request,
+    services: ServicesDep,
+    format: str = Query("json", description="json (default), html or pdf"),
+    lang: str | None = Query(None, description="vi or en (default: the server's)"),
+) -> Response:
+    fmt = format.lower()
+    if fmt not in FORMATS:
+        raise Problem(
+            422, "validation", t("workflow.format", value=format, choices=", ".join(FORMATS))
+        )
+    locale = lang if lang in ("vi", "en") else current_locale()
+    client = request.client.host if request.client else "unknown"
+    limit = services.settings.verify_rate_limit
+    wait = _limiter(request, services).hit(client)
+    if wait:
+        seconds = math.ceil(wait)
+        response = problem_response(
+            429,
+            "rate-limited",
+            t("problem.rate-limited"),
+            t("workflow.verify.rate_limited", limit=limit, seconds=seconds),
+            retry_after=seconds,
+        )
+        response.headers["Retry-After"] = str(seconds)
+        return response
+    upload = await receive_upload(request, services.settings.upload_max_bytes)
+    try:
+        result = await call(_verify, services, upload.named(), fmt, locale)
+    finally:
+        upload.cleanup()
+    if isinstance(result, dict):
+        return JSONResponse(result)
+    media = "text/html; charset=utf-8" if fmt == "html" else "application/pdf"
+    return Response(result, media_type=media)
