@@ -34,7 +34,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # not on the first request, and each key is parsed once per process.
         services.pki.check()  # refuse to serve from tampered files or unfit service certs
         _ = services.tsa, services.ocsp
+        # the job runner starts now: jobs a previous process left unfinished are failed at
+        # once, not at the first request
+        jobs = services.jobs
         yield
+        jobs.close()
 
     app = FastAPI(
         title="kyso",
