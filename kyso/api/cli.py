@@ -40,9 +40,11 @@ app = typer.Typer(
 pki_app = typer.Typer(help="The built-in PKI (development/demo).", no_args_is_help=True)
 issue_app = typer.Typer(help="Issue a signing certificate.", no_args_is_help=True)
 keys_app = typer.Typer(help="Keys in the file store and on PKCS#11 tokens.", no_args_is_help=True)
+db_app = typer.Typer(help="The catalogue database (KYSO_ARCHIVE_DB).", no_args_is_help=True)
 app.add_typer(pki_app, name="pki")
 pki_app.add_typer(issue_app, name="issue")
 app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 app.add_typer(cert_app, name="cert")
 app.add_typer(trust_app, name="trust")
 cli_sign.register(app)
@@ -422,6 +424,41 @@ def keys_image(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     out.print(t("cli.keys.image_set", label=label, path=str(target)))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the catalogue's tables to this version of kyso (run once per release,
+    before the API and workers start; the service also upgrades on first use)."""
+    from kyso.archive.catalog import Catalog
+
+    settings = _settings()
+    if not settings.archive_db:
+        settings.archive_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(settings.archive_db_url)
+    try:
+        before = catalog.revision()
+        catalog.migrate()
+        after = catalog.revision()
+    finally:
+        catalog.close()
+    out.print(t("cli.db.upgraded", before=before or "-", after=after or "-"))
+
+
+@db_app.command("revision")
+def db_revision() -> None:
+    """Print the catalogue's schema revision ('-': not created yet)."""
+    from kyso.archive.catalog import Catalog
+
+    settings = _settings()
+    if not settings.archive_db and not (settings.archive_dir / "catalog.sqlite3").exists():
+        out.print("-")  # the embedded catalogue is not created yet
+        return
+    catalog = Catalog(settings.archive_db_url)
+    try:
+        out.print(catalog.revision() or "-")
+    finally:
+        catalog.close()
 
 
 @app.command("serve")

@@ -285,3 +285,19 @@ def test_serve_with_workers_needs_the_passphrase_in_the_environment(data_dir: Pa
     )
     assert proc.returncode == 2
     assert "KYSO_KEY_PASSPHRASE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_db_upgrade_creates_the_catalogue_then_reports_it_current(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from kyso.archive.catalog import Catalog
+
+    d = tmp_path / "var"
+    head = ScriptDirectory.from_config(Catalog("sqlite://").alembic_config()).get_current_head()
+    assert kyso(d, "db", "revision").stdout.strip() == "-"
+    first = kyso(d, "db", "upgrade")
+    assert first.returncode == 0, first.stderr
+    assert f"- → {head}" in first.stdout
+    again = kyso(d, "db", "upgrade")
+    assert f"{head} → {head}" in again.stdout
+    assert kyso(d, "db", "revision").stdout.strip() == head
