@@ -494,11 +494,18 @@ def serve(
         # tampered file fails here and not per request.
         services.pki.check()
         _ = services.tsa, services.ocsp
+        from kyso.api.web.setup import ensure_setup_code
+
+        # a fresh instance is claimed at /setup with a one-time code shown only here
+        setup_code = ensure_setup_code(services)
     except KysoError as exc:
         _fail(exc)
     out.print(
         t("cli.serve.listening", url=f"http://{host or settings.host}:{port or settings.port}")
     )
+    if setup_code is not None:
+        url = f"http://{host or settings.host}:{port or settings.port}/setup"
+        out.print(t("web.setup.console", code=setup_code, url=url), highlight=False)
     if workers == 1:
         uvicorn.run(
             create_app(services=services),

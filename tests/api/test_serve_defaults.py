@@ -37,9 +37,16 @@ def test_first_start_creates_the_pki_after_asking_for_a_passphrase(tmp_path: Pat
         child.sendline(SECRET)
         child.expect("Đã tạo hạ tầng khóa công khai thử nghiệm")
         child.expect(f"kyso đang phục vụ tại http://127.0.0.1:{port}")
+        # a fresh instance: the one-time code that claims it at /setup, shown only here
+        code_pattern = r"([A-Z0-9]{4}(?:-[A-Z0-9]{4}){3})"
+        child.expect(rf"Mở http://127.0.0.1:{port}/setup .*: " + code_pattern)
+        code = child.match.group(1)
         child.expect("Uvicorn running|Application startup complete")
-        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
-        assert health["status"] == "ok" and health["pki"] is True
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert health.status_code == 200
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30, follow_redirects=True)
+        assert page.url.path == "/setup" and page.status_code == 200
+        assert code not in page.text and code not in (tmp_path / "var" / "setup-code").read_text()
     finally:
         child.terminate(force=True)
     # the embedded default data directory is ./var, keys encrypted, passphrase nowhere on disk

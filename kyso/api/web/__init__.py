@@ -7,12 +7,15 @@ this very server.  See docs/web-ui.md.
 
 from fastapi import APIRouter
 
-from kyso.api.web import documents, login, ui, verify_page
+from kyso.api.web import admin, documents, login, setup, ui, verify_page
 
 router = APIRouter(include_in_schema=False)
 router.include_router(ui.router)
+# first: before any agency exists, '/' and '/login' lead to the first-run setup
+router.include_router(setup.router)
 router.include_router(verify_page.router)
 router.include_router(login.router)
 router.include_router(documents.router)
+router.include_router(admin.router)
 
 __all__ = ["router"]

@@ -32,10 +32,11 @@ from kyso.api.principal import Principal
 from kyso.api.problems import Problem
 from kyso.api.services import Services
 from kyso.api.web import placement, ui
+from kyso.api.web.admin import key_labels
 from kyso.api.web.verify_page import verify_file
 from kyso.archive.models import Document, DocumentVersion
 from kyso.errors import KysoError
-from kyso.i18n import catalogue, set_locale, t
+from kyso.i18n import catalogue, current_locale, set_locale, t
 from kyso.signer.register import today_vn
 from kyso.signer.verify.render import data_uri
 
@@ -486,6 +487,7 @@ def _sign_page(
         "kind": latest.kind if latest else None,
         "rendered": rendered,
         "keys": keys,
+        "key_names": key_labels(services, keys, current_locale()),
     }
 
 
@@ -526,6 +528,7 @@ def _render_sign(
         doc=context["doc"],
         kind=context["kind"],
         keys=context["keys"],
+        key_names=context["key_names"],
         chosen_key=key or (context["keys"][0] if context["keys"] else ""),
         page={
             "number": rendered.index + 1,
