@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # not on the first request, and each key is parsed once per process.
         services.pki.check()  # refuse to serve from tampered files or unfit service certs
         _ = services.tsa, services.ocsp
+        _ = services.secret_key  # production refuses to start without KYSO_SECRET_KEY
         # the job runner starts now: jobs a previous process left unfinished are failed at
         # once, not at the first request
         jobs = services.jobs
@@ -60,3 +61,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(exchange.router)
     app.include_router(web.router)
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of each ``kyso serve --workers N`` process (``uvicorn --factory``): settings
+    from the environment, logging set up as ``kyso serve`` does in a single process."""
+    settings = get_settings()
+    observability.configure_logging(settings)
+    return create_app(settings)

@@ -479,9 +479,11 @@ def serve(
     import uvicorn
 
     from kyso.api.app import create_app
+    from kyso.api.observability import configure_logging
 
     services = _services(confirm=True)
     settings = services.settings
+    configure_logging(settings)  # one redacting handler; JSON lines when KYSO_LOG_FORMAT=json
     if workers > 1 and settings.key_passphrase is None:
         # Worker processes start without a terminal and must not get the secret through
         # their environment from here: the operator provides it to all of them.
@@ -494,6 +496,7 @@ def serve(
         # tampered file fails here and not per request.
         services.pki.check()
         _ = services.tsa, services.ocsp
+        _ = services.secret_key  # production refuses to start without KYSO_SECRET_KEY
         from kyso.api.web.setup import ensure_setup_code
 
         # a fresh instance is claimed at /setup with a one-time code shown only here
@@ -512,17 +515,19 @@ def serve(
             host=host or settings.host,
             port=port or settings.port,
             log_level=settings.log_level,
+            log_config=None,  # keep configure_logging()'s handler
             access_log=access_log,
         )
     else:
         # Worker processes build their own app (and open keys) from the same settings.
         uvicorn.run(
-            "kyso.api.app:create_app",
+            "kyso.api.app:create_app_from_environment",
             factory=True,
             host=host or settings.host,
             port=port or settings.port,
             workers=workers,
             log_level=settings.log_level,
+            log_config=None,
             access_log=access_log,
         )
 

@@ -472,6 +472,18 @@ def _signer(services: Services, key: KeyHandle) -> Any:
     )
 
 
+def _sign(services: Services, handle: KeyHandle, source: Path, target: Path, options: Any) -> None:
+    """Sign, counting the outcome in the service's metrics."""
+    from kyso.api.observability import record_signature
+
+    try:
+        _signer(services, handle).sign(source, target, options)
+    except BaseException:
+        record_signature("failed")
+        raise
+    record_signature("ok")
+
+
 def _image(services: Services, key: KeyHandle) -> bytes | None:
     path = services.image_path(key.label)
     try:
@@ -521,7 +533,7 @@ def sign_as_person(
     with _workspace() as tmp:
         source, target = tmp / "in.pdf", tmp / "signed.pdf"
         _fetch(services, principal, latest, source, "sign")
-        _signer(services, handle).sign(source, target, options)
+        _sign(services, handle, source, target, options)
         return services.archive.put(
             target, document=document_id, kind="person_signed", actor=principal.actor
         )
@@ -1016,7 +1028,7 @@ def seal(
     with _workspace() as tmp:
         source, target = tmp / "in.pdf", tmp / "sealed.pdf"
         _fetch(services, principal, latest, source, "seal")
-        _signer(services, handle).sign(source, target, options)
+        _sign(services, handle, source, target, options)
         return services.archive.put(
             target, document=document_id, kind="sealed", actor=principal.actor
         )
@@ -1036,6 +1048,7 @@ def verify_version(
     services: Services, principal: Principal, document_id: int, *, version: int | None = None
 ) -> VerifyOutcome:
     """Verify a version (default: the latest) now and keep the report with it."""
+    from kyso.api.observability import record_verification
     from kyso.signer.verify import VerifyPolicy, verify
 
     latest = _latest(services, principal, document_id)
@@ -1053,6 +1066,7 @@ def verify_version(
                 404, "not-found", t("workflow.version.not_found", id=document_id, seq=version)
             ) from None
         report = verify(source, policy).to_dict()
+    record_verification(str(report.get("indication")))
     report_id = services.catalog.add_report(chosen.id, report, actor=principal.actor)
     return VerifyOutcome(report_id=report_id, version=chosen.seq, report=report)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -142,30 +141,3 @@ async def ca_chain(services: ServicesDep) -> Response:
     pki = services.pki
     pem = pki.issuing_cert.public_bytes(Encoding.PEM) + pki.root_cert.public_bytes(Encoding.PEM)
     return Response(pem, media_type="application/x-pem-file")
-
-
-@router.get("/healthz", summary="Liveness and readiness")
-async def healthz(services: ServicesDep) -> dict[str, object]:
-    """Whether the trust services can answer, and when their certificates run out."""
-    pki = services.pki
-    now = pki.clock()
-
-    def certificate(cert: x509.Certificate) -> dict[str, object]:
-        not_after = cert.not_valid_after_utc
-        return {
-            "serial": format(cert.serial_number, "X"),
-            "not_after": not_after.isoformat(),
-            "days_left": (not_after - now).days,
-        }
-
-    return {
-        "status": "ok",
-        "pki": pki.exists(),
-        "tsa": {
-            "policy": services.tsa_policy.policy_oid,
-            "clock_synchronised": services.tsa_policy.clock_synchronised,
-            "certificate": certificate(pki.tsa_cert),
-        },
-        "ocsp": {"certificate": certificate(pki.ocsp_cert)},
-        "ca": {"issuing": certificate(pki.issuing_cert), "root": certificate(pki.root_cert)},
-    }

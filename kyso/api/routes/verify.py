@@ -71,6 +71,7 @@ def _limiter(request: Request, services: Services) -> RateLimiter:
 
 def _verify(services: Services, path: Path, fmt: str, locale: str) -> bytes | dict[str, Any]:
     from kyso.api.cli_verify import Format, render
+    from kyso.api.observability import record_verification
     from kyso.signer.verify import VerifyPolicy, verify
 
     # Offline: only what the PDF embeds (and kyso's trust anchors). Fetching the OCSP, CRL
@@ -78,6 +79,7 @@ def _verify(services: Services, path: Path, fmt: str, locale: str) -> bytes | di
     # server send requests to hosts of their choosing.
     policy = VerifyPolicy.from_services(services, offline=True)
     report = verify(path, policy)
+    record_verification(report.indication)
     if fmt == "json":
         return report.to_dict(locale)
     return render(report, Format(fmt), path, locale, visual_diff=False)
