@@ -1,4 +1,4 @@
-"""``kyso archive put/get/search/show/reconcile/fixity`` and ``kyso audit verify/anchor``.
+"""``kyso archive put/get/search/show/hold/reconcile/fixity`` and ``kyso audit verify/anchor``.
 
 Exit codes: 0 done (or nothing wrong found); 1 an error, or a problem found (a broken audit
 chain, orphans or missing objects, missing or corrupt objects in a fixity sweep, a corrupt
@@ -48,9 +48,11 @@ from rich.table import Table
 from kyso.api.progress import progress_bar
 from kyso.api.services import PRESETS, Services
 from kyso.api.settings import get_settings
+from kyso.archive.catalog import Catalog, NotFoundError
 from kyso.archive.ingest import IngestError
 from kyso.archive.metadata import DocumentMetadata, MetadataError, Recipient
-from kyso.archive.models import AuditEvent, Document
+from kyso.archive.models import AuditEvent, Document, DocumentVersion
+from kyso.archive.storage import ObjectStore
 from kyso.errors import KysoError
 from kyso.i18n import set_locale, t
 
@@ -361,6 +363,7 @@ def _show_data(services: Services, document: int) -> dict[str, Any]:
             "sha256": v.sha256,
             "size": v.size,
             "object_key": v.object_key,
+            "legal_hold": _hold_state(services.store, v.object_key),
             "created_at": v.created_at.isoformat(),
             "created_by": v.created_by,
             "reports": [
@@ -429,13 +432,154 @@ def show_command(
             + (f" ({r['sub_indication']})" if r["sub_indication"] else "")
             for r in v["reports"]
         )
-        out.print(f"  {v['seq']}. {v['kind']:14} {v['sha256']} {v['size']} B  {verdicts}")
+        hold = f"  [{t('archive.cli.hold.marker')}]" if v["legal_hold"] else ""
+        out.print(f"  {v['seq']}. {v['kind']:14} {v['sha256']} {v['size']} B  {verdicts}{hold}")
     out.print(t("archive.ingest.show.history"))
     for e in data["history"]:
         out.print(f"  #{e['seq']} {e['at']} {e['actor']} {e['action']} {e['subject']}")
     out.print(t("archive.ingest.show.access"))
     for a in data["access"]:
         out.print(f"  {a['at']} {a['actor']} {a['action']} {a['purpose'] or ''}")
+
+
+# -- legal hold ----------------------------------------------------------------------------------
+
+MAX_REASON = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldChange:
+    """One object whose legal hold was asked for."""
+
+    document_id: int
+    version_seq: int
+    what: str
+    """``version`` (the document's bytes) or ``report`` (its verification report's JSON)."""
+    object_key: str
+    changed: bool
+    """False when the object already was in the state asked for (nothing written)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _hold_state(store: ObjectStore, key: str) -> bool | None:
+    """The object's legal hold; None when the store cannot tell (missing, unreachable)."""
+    try:
+        return store.stat(key).legal_hold
+    except KysoError:
+        return None
+
+
+def set_legal_hold(
+    catalog: Catalog,
+    store: ObjectStore,
+    document: int,
+    *,
+    on: bool,
+    reason: str,
+    actor: str,
+    version: int | None = None,
+) -> list[HoldChange]:
+    """Turn the legal hold of a document's objects on or off: every version (or only
+    ``version``) and their verification reports' JSON.  While a hold is on, the store refuses
+    to delete the object, whatever its retention (LocalStore enforces it itself; S3 needs a
+    bucket with object lock).  Each change is one audit event (``legal_hold.on`` /
+    ``legal_hold.off``, with the reason), written in the same transaction as the store call
+    that made it: an object the store refused leaves no event; objects already in the state
+    asked for are left alone (no event)."""
+    reason = reason.strip()
+    if not reason:
+        raise MetadataError("archive.cli.hold.reason_required")
+    if len(reason) > MAX_REASON:
+        raise MetadataError("archive.cli.hold.reason_long", max=MAX_REASON)
+    from kyso.archive import audit
+
+    with catalog.session() as s:
+        if s.get(Document, document) is None:
+            raise NotFoundError("archive.catalog.document.not_found", id=document)
+        query = sa.select(DocumentVersion).where(DocumentVersion.document_id == document)
+        if version is not None:
+            query = query.where(DocumentVersion.seq == version)
+        versions = list(
+            s.scalars(
+                query.order_by(DocumentVersion.seq).options(
+                    sa.orm.selectinload(DocumentVersion.reports)
+                )
+            )
+        )
+    if not versions:
+        if version is not None:
+            raise NotFoundError("archive.ingest.no_such_version", id=document, seq=version)
+        raise NotFoundError("archive.ingest.no_versions", id=document)
+    targets: list[tuple[int, str, str]] = []
+    for v in versions:
+        targets.append((v.seq, "version", v.object_key))
+        targets.extend(
+            (v.seq, "report", r.report_object_key) for r in v.reports if r.report_object_key
+        )
+    changes: list[HoldChange] = []
+    action = "legal_hold.on" if on else "legal_hold.off"
+    for seq, what, key in targets:
+        if store.stat(key).legal_hold == on:
+            changes.append(HoldChange(document, seq, what, key, changed=False))
+            continue
+        with catalog.session() as s:
+            store.set_legal_hold(key, on)
+            audit.append(
+                s,
+                actor,
+                action,
+                f"document:{document}/version:{seq}",
+                {"object_key": key, "what": what, "reason": reason},
+            )
+        changes.append(HoldChange(document, seq, what, key, changed=True))
+    return changes
+
+
+@archive_app.command("hold")
+def hold_command(
+    document: Annotated[int, typer.Argument(help="Document id")],
+    switch: Annotated[
+        bool | None,
+        typer.Option("--on/--off", help="Put the legal hold on, or lift it", show_default=False),
+    ] = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (required; kept in the audit log)")
+    ] = "",
+    version: Annotated[
+        int | None, typer.Option("--version", help="Only this version (default: every one)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Legal hold: while it is on, the archived objects cannot be deleted, whatever their
+    retention. Applies to every version of the document (or one) and its reports; audited."""
+    if switch is None:
+        err.print(f"{t('cli.error')} {t('archive.cli.hold.switch_required')}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    services = _services()
+    changes = _guard(
+        lambda: set_legal_hold(
+            services.catalog,
+            services.store,
+            document,
+            on=switch,
+            reason=reason,
+            actor=_actor(),
+            version=version,
+        )
+    )
+    if as_json:
+        data = {"document_id": document, "on": switch, "objects": [c.as_dict() for c in changes]}
+        out.print(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    state = "on" if switch else "off"
+    for c in changes:
+        key = f"archive.cli.hold.{state}" if c.changed else f"archive.cli.hold.already_{state}"
+        out.print(
+            t(key, id=c.document_id, seq=c.version_seq, what=t(f"archive.cli.hold.{c.what}"))
+            + f" ({c.object_key})"
+        )
 
 
 @archive_app.command("reconcile")
@@ -627,10 +771,11 @@ def renew_command(
     archive timestamp (or the certificates it relies on) expires within the window, or whose
     algorithms became weak. Objects are never rewritten."""
     from kyso.archive import renew as renew_mod
+    from kyso.signer.verify import VerifyPolicy
 
     services = _services()
     window = _guard(lambda: parse_duration(within))
-    policy = services.archive_verifier()
+    policy = VerifyPolicy.from_services(services, offline=services.settings.archive_verify_offline)
     due = _guard(
         lambda: renew_mod.due_for_renewal(services.catalog, services.store, window, policy=policy)
     )
@@ -739,4 +884,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
 
 
-__all__ = ["build_metadata", "parse_meta", "register", "register_values"]
+__all__ = [
+    "HoldChange",
+    "build_metadata",
+    "parse_meta",
+    "register",
+    "register_values",
+    "set_legal_hold",
+]

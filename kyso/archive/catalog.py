@@ -50,6 +50,8 @@ __all__ = [
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MAX_PER_PAGE = 200
+PREFIX_MIN = 3
+"""The last word of a subject search is also matched as a prefix from this many letters."""
 
 
 class NotFoundError(CatalogError):
@@ -141,7 +143,9 @@ class Catalog:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        config.set_main_option("sqlalchemy.url", self.url.render_as_string(hide_password=False))
+        # configparser interpolates '%': a percent-encoded password or option must survive
+        url = self.url.render_as_string(hide_password=False).replace("%", "%%")
+        config.set_main_option("sqlalchemy.url", url)
         return config
 
     def migrate(self, revision: str = "head") -> None:
@@ -161,15 +165,23 @@ class Catalog:
             return MigrationContext.configure(connection).get_current_revision()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in a transaction, committed on success."""
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """A session in a transaction, committed on success.
+
+        ``write``: on SQLite, take the database's write lock first (``BEGIN IMMEDIATE``). A
+        deferred transaction that reads (the audit chain's head, a duplicate check) and then
+        writes can find that another writer got in between: one of them would fail on the
+        audit chain's primary key or with "database is locked". PostgreSQL serialises the
+        audit head with an advisory lock instead."""
         with self._sessions.begin() as session:
+            if write and self.dialect == "sqlite":
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
     # -- case files ------------------------------------------------------------------------------
     def add_case(self, meta: CaseFileMetadata, *, actor: str = "system") -> int:
         meta.validate()
-        with self.session() as s:
+        with self.session(write=True) as s:
             exists = s.scalar(
                 sa.select(CaseFile.id).where(
                     CaseFile.organ_id == meta.organ_id,
@@ -282,7 +294,7 @@ class Catalog:
         """Store ``meta`` (validated) and return the document's id.  Duplicates are recorded in
         the audit event; ask :meth:`duplicates` first to warn the user."""
         meta.validate()
-        with self.session() as s:
+        with self.session(write=True) as s:
             return self._insert_document(s, meta, case, actor)
 
     def _insert_document(
@@ -353,7 +365,7 @@ class Catalog:
             raise CatalogError("archive.catalog.version.sha256", value=sha256)
         if size < 0 or not object_key:
             raise CatalogError("archive.catalog.version.object", key=object_key)
-        with self.session() as s:
+        with self.session(write=True) as s:
             return self._insert_version(s, document_id, kind, object_key, digest, size, actor)
 
     def _insert_version(
@@ -427,7 +439,7 @@ class Catalog:
         indication = report.get("indication")
         if indication not in {"TOTAL_PASSED", "TOTAL_FAILED", "INDETERMINATE"}:
             raise CatalogError("archive.catalog.report.invalid", value=str(indication))
-        with self.session() as s:
+        with self.session(write=True) as s:
             return self._insert_report(s, version_id, report, actor, report_object_key)
 
     def _insert_report(
@@ -465,7 +477,7 @@ class Catalog:
     # -- reading ---------------------------------------------------------------------------------
     def get(self, document_id: int, *, actor: str, purpose: str | None = None) -> Document:
         """The document with its case file, versions and their reports; the read is logged."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             doc = s.scalars(
                 sa.select(Document)
                 .where(Document.id == document_id)
@@ -489,7 +501,7 @@ class Catalog:
         purpose: str | None = None,
     ) -> None:
         """Record a read that did not go through :meth:`get` (a download of a version...)."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             s.add(
                 AccessEntry(
                     document_id=document_id,
@@ -529,10 +541,16 @@ class Catalog:
     ) -> Page:
         """Documents matching every criterion given, newest first.
 
-        ``query`` matches words of the subject with or without diacritics (each word as a
-        prefix: ``quyet dinh`` finds ``Quyết định``); ``signer`` is a substring of the signer's
-        name, also diacritics-insensitive; ``agency`` the issuing agency's code; ``tenant``
-        restricts to one agency's archive (``agency_id``).
+        ``query`` matches words of the subject with or without diacritics (``quyet dinh``
+        finds ``Quyết định``): every word whole (a Vietnamese word is one syllable) and the
+        last one, from three letters, also as a prefix, as it is typed (``phe duy`` finds
+        ``phê duyệt``);
+        ``signer`` is a substring of the signer's name, also diacritics-insensitive;
+        ``agency`` the issuing agency's code; ``tenant`` restricts to one agency's archive
+        (``agency_id``).
+
+        The page is read first; the total is counted only when the first page is full (else
+        it is the number of rows on it).
         """
         page = max(1, page)
         per_page = min(max(1, per_page), MAX_PER_PAGE)
@@ -563,7 +581,8 @@ class Catalog:
         with self.session() as s:
             if case is not None:
                 conditions.append(Document.case_file_id == self._case_id(s, case))
-            total = s.scalar(sa.select(sa.func.count(Document.id)).where(*conditions)) or 0
+            # Newest first: on PostgreSQL the index ix_documents_issued_date_desc (migration
+            # 0005) serves this order, so a query matching many rows stops at the page.
             items = list(
                 s.scalars(
                     sa.select(Document)
@@ -573,18 +592,30 @@ class Catalog:
                     .offset((page - 1) * per_page)
                 )
             )
+            if page == 1 and len(items) < per_page:
+                total = len(items)
+            else:
+                # count(*), not count(id): an index-only scan can count a date range
+                count = sa.select(sa.func.count()).select_from(Document).where(*conditions)
+                total = s.scalar(count) or 0
         return Page(items=items, total=total, page=page, per_page=per_page)
 
     def _subject_match(self, words: list[str]) -> Any:
+        # Whole words, the last also as a prefix when it has three letters or more: a prefix
+        # of a short, common syllable ("so:*", "dinh:*") expands to many index entries, each
+        # read whole (measured: 2-4 times the GIN time of whole words at 1 M rows,
+        # bench/archive.py).
+        *whole, last = words
+        prefix = len(last) >= PREFIX_MIN
         if self.dialect == "sqlite":
-            fts = " ".join(f'"{w}"*' for w in words)
+            fts = " ".join([*(f'"{w}"' for w in whole), f'"{last}"*' if prefix else f'"{last}"'])
             return Document.id.in_(
                 sa.text("SELECT rowid FROM documents_fts WHERE documents_fts MATCH :fts")
                 .bindparams(fts=fts)
                 .columns(sa.column("rowid", sa.Integer))
             )
         if self.dialect == "postgresql":
-            tsquery = " & ".join(f"{w}:*" for w in words)
+            tsquery = " & ".join([*whole, f"{last}:*" if prefix else last])
             return sa.func.to_tsvector(
                 sa.literal_column("'simple'::regconfig"), Document.subject_folded
             ).op("@@")(sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery))
@@ -595,7 +626,7 @@ class Catalog:
     # -- audit -----------------------------------------------------------------------------------
     def anchor_audit(self, tsa: Any) -> int | None:
         """Timestamp the audit chain's head now; the anchored seq (None: empty log)."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             row = audit.anchor(s, tsa)
             return None if row is None else row.event_seq
 

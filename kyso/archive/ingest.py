@@ -10,7 +10,11 @@ An ingest cannot half-happen.  :meth:`Archive.put` works in this order:
 4. write the object (and the report's JSON) to the store, which hashes what it wrote
    (``LocalStore``) or reads it back (``S3Store``); the result is checked against step 1;
 5. in **one** catalogue transaction: the document row (when new), the version row, the
-   report row and their audit events.
+   report row and their audit events.  The transaction first takes a lock that serialises
+   ingests of the same content (or of versions of the same document: a PostgreSQL advisory
+   lock, SQLite's write lock) and checks step 1 again, so two processes archiving the same file
+   at once make one record: the second gets the first's (``created=False``), its verification
+   report attached to it.  The unique index on (sha256, document_id) backs this up.
 
 A crash or a store error before step 5 commits leaves no catalogue rows; objects written by
 step 4 without their rows are *orphans*, which :meth:`Archive.reconcile` lists (and a retry of
@@ -199,6 +203,36 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+_LOCK_NAMESPACE = 0x6B79_736F  # "kyso": the first key of the two-key advisory locks below
+
+
+def _lock_content(s: Any, sha256: str, document: int | None) -> None:
+    """Serialise, until the end of ``s``'s transaction, ingests that could race: of the same
+    bytes as a new document, or of any version of the same document.
+
+    PostgreSQL: a transaction-level advisory lock on the content hash (new documents) or on
+    the document.  SQLite needs nothing more: the session was opened with ``write=True``
+    (``BEGIN IMMEDIATE``, the database's write lock), so what is read next is current."""
+    if s.get_bind().dialect.name == "postgresql":
+        if document is None:
+            key = int.from_bytes(bytes.fromhex(sha256)[:4], "big", signed=True)
+            space = _LOCK_NAMESPACE
+        else:
+            key = int(document)
+            space = _LOCK_NAMESPACE + 1
+        s.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": space, "key": key}
+        )
+
+
+def _existing_in(s: Any, sha256: str, document: int | None) -> DocumentVersion | None:
+    """What :meth:`Archive._existing` finds, inside the caller's transaction."""
+    query = sa.select(DocumentVersion).where(DocumentVersion.sha256 == sha256)
+    if document is not None:
+        query = query.where(DocumentVersion.document_id == document)
+    return s.scalars(query.order_by(DocumentVersion.id).limit(1)).first()
+
+
 def _crash_point() -> None:
     if os.environ.get(CRASH_AFTER_OBJECT_WRITE) == "1":
         os._exit(137)
@@ -338,18 +372,38 @@ class Archive:
             ).key
         _crash_point()
 
-        with self.catalog.session() as s:
-            doc_id = document
-            if doc_id is None:
-                assert metadata is not None
-                doc_id = self.catalog._insert_document(s, metadata, case, actor)
-            version_id = self.catalog._insert_version(
-                s, doc_id, kind, stored.key, sha256, size, actor
-            )
-            if report is not None:
-                self.catalog._insert_report(s, version_id, report, actor, report_key)
-            seq = s.get(DocumentVersion, version_id)
-            version_seq = seq.seq if seq is not None else 1
+        try:
+            with self.catalog.session(write=True) as s:
+                _lock_content(s, sha256, document)
+                raced = _existing_in(s, sha256, document)
+                if raced is not None:
+                    # Another process archived the same bytes since the check above: theirs
+                    # is the record.  Our report (an object already written) is kept with it.
+                    if report is not None:
+                        self.catalog._insert_report(s, raced.id, report, actor, report_key)
+                    lost_race: DocumentVersion | None = raced
+                else:
+                    lost_race = None
+                    if document is None:
+                        assert metadata is not None
+                        doc_id = self.catalog._insert_document(s, metadata, case, actor)
+                    else:
+                        doc_id = document
+                    version_id = self.catalog._insert_version(
+                        s, doc_id, kind, stored.key, sha256, size, actor
+                    )
+                    if report is not None:
+                        self.catalog._insert_report(s, version_id, report, actor, report_key)
+                    seq = s.get(DocumentVersion, version_id)
+                    version_seq = seq.seq if seq is not None else 1
+        except sa.exc.IntegrityError:
+            # The unique (document_id, sha256) index caught a race the lock did not cover
+            # (a writer without it): the same bytes are already a version of this document.
+            lost_race = self._existing(sha256, document)
+            if lost_race is None:
+                raise
+        if lost_race is not None:
+            return self._result_for(lost_race, created=False)
         return IngestResult(
             document_id=doc_id,
             version_id=version_id,

@@ -129,6 +129,8 @@ class DocumentVersion(Base):
     __tablename__ = "document_versions"
     __table_args__ = (
         sa.UniqueConstraint("document_id", "seq"),
+        # migration 0005: one version per content in a document; serves WHERE sha256 = ?
+        sa.Index(None, "sha256", "document_id", unique=True),
         sa.CheckConstraint(
             "kind IN ('draft', 'person_signed', 'registered', 'sealed', 'ltv_extended', "
             "'received')",

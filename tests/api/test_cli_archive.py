@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kyso.signer.register import today_vn
+from tests.archive.conftest import moto_endpoint  # noqa: F401  (the moto server fixture)
 from tests.conftest import kyso_cli
 from tests.verify.test_engine import make_pdf
 
@@ -178,3 +179,148 @@ def test_export_and_renew_through_the_cli(tmp_path: Path) -> None:
     assert "0 documents due for renewal." in none_due.stdout
     bad = kyso_cli(data, "archive", "renew", "--within", "mãi mãi", env=env)
     assert bad.returncode == 3 and "180d" in bad.stderr
+
+
+# -- legal hold ----------------------------------------------------------------------------------
+
+
+def _audit_actions(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT action, details_json FROM audit_events ORDER BY seq")
+        return [(a, d) for a, d in rows]
+
+
+def test_legal_hold_from_the_cli(tmp_path: Path) -> None:
+    """``kyso archive hold``: on and off with a reason, audited; while on, the store refuses
+    to delete the object; without --on/--off or a reason it is exit 3."""
+    from kyso.archive.errors import RetentionViolation
+    from kyso.archive.storage import LocalStore
+
+    data = tmp_path / "data"
+    source = tmp_path / "cv.pdf"
+    source.write_bytes(make_pdf(1))
+    put = cli(data, "archive", "put", source, "--json", "--no-verify", *META)
+    assert put.returncode == 0, put.stdout + put.stderr
+    doc = json.loads(put.stdout)["document_id"]
+    key = json.loads(put.stdout)["object_key"]
+    store = LocalStore(data / "archive" / "objects")
+    db = data / "archive" / "catalog.sqlite3"
+    before = len(_audit_actions(db))
+
+    no_switch = cli(data, "archive", "hold", str(doc), "--reason", "x")
+    assert no_switch.returncode == 3 and "--on" in no_switch.stderr
+
+    reason = "Vụ án hành chính số 12/2026/HC-ST"
+    on = cli(data, "archive", "hold", str(doc), "--on", "--reason", reason, "--json")
+    assert on.returncode == 0, on.stdout + on.stderr
+    [changed] = json.loads(on.stdout)["objects"]
+    assert changed == {
+        "document_id": doc,
+        "version_seq": 1,
+        "what": "version",
+        "object_key": key,
+        "changed": True,
+    }
+    assert store.stat(key).legal_hold
+    with pytest.raises(RetentionViolation) as refused:
+        store.delete(key)
+    assert refused.value.code == "archive.storage.retention.legal_hold"
+    action, details = _audit_actions(db)[-1]
+    assert action == "legal_hold.on"
+    assert json.loads(details) == {"object_key": key, "reason": reason, "what": "version"}
+    assert len(_audit_actions(db)) == before + 1
+
+    again = cli(data, "archive", "hold", str(doc), "--on", "--reason", reason, locale="vi")
+    assert again.returncode == 0, again.stderr
+    assert f"Đã đang phong tỏa pháp lý từ trước: văn bản {doc}, phiên bản 1" in again.stdout
+    assert len(_audit_actions(db)) == before + 1  # no change, no event
+
+    shown = json.loads(cli(data, "archive", "show", str(doc), "--json").stdout)
+    assert shown["versions"][0]["legal_hold"] is True
+    assert [e["action"] for e in shown["history"]][-1] == "legal_hold.on"
+
+    off = cli(data, "archive", "hold", str(doc), "--off", "--reason", "Bản án có hiệu lực")
+    assert off.returncode == 0, off.stderr
+    assert f"Legal hold lifted: document {doc}, version 1, the document file" in off.stdout
+    assert not store.stat(key).legal_hold
+    assert _audit_actions(db)[-1][0] == "legal_hold.off"
+
+
+def test_legal_hold_refusals(tmp_path: Path) -> None:
+    """No reason, too long a reason, an unknown document or version: refused, nothing changed
+    and nothing recorded (in-process: the CLI maps these errors to exit 3 and 1)."""
+    from kyso.api.cli_archive import _is_bad_input, set_legal_hold
+    from kyso.archive.catalog import Catalog, NotFoundError
+    from kyso.archive.ingest import Archive
+    from kyso.archive.metadata import MetadataError
+    from kyso.archive.models import AuditEvent
+    from kyso.archive.storage import LocalStore
+    from tests.archive.test_ingest import _count, meta, pdf
+
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    catalog.migrate()
+    try:
+        store = LocalStore(tmp_path / "objects")
+        result = Archive(catalog, store).put(pdf(tmp_path, "a.pdf"), meta(), actor="vanthu")
+        events = _count(catalog, AuditEvent)
+        doc = result.document_id
+        for reason, code in (("  ", "reason_required"), ("x" * 501, "reason_long")):
+            with pytest.raises(MetadataError) as bad:
+                set_legal_hold(catalog, store, doc, on=True, reason=reason, actor="t")
+            assert bad.value.code == f"archive.cli.hold.{code}" and _is_bad_input(bad.value)
+        with pytest.raises(NotFoundError) as unknown:
+            set_legal_hold(catalog, store, 999, on=True, reason="x", actor="t")
+        assert "999" in unknown.value.message("en") and not _is_bad_input(unknown.value)
+        with pytest.raises(NotFoundError) as no_version:
+            set_legal_hold(catalog, store, doc, on=True, reason="x", actor="t", version=5)
+        assert no_version.value.code == "archive.ingest.no_such_version"
+        assert not store.stat(result.object_key).legal_hold
+        assert _count(catalog, AuditEvent) == events
+    finally:
+        catalog.close()
+
+
+def test_legal_hold_on_s3_with_object_lock(moto_endpoint: str, tmp_path: Path) -> None:  # noqa: F811
+    """The same through the S3 store (moto, object-lock bucket): the hold is the server's
+    legal hold, of every version and its report; a delete is refused while it is on."""
+    from kyso.api.cli_archive import set_legal_hold
+    from kyso.archive.catalog import Catalog
+    from kyso.archive.errors import RetentionViolation
+    from kyso.archive.ingest import Archive
+    from kyso.archive.storage import S3Store, open_store
+    from tests.archive.conftest import moto_url
+    from tests.archive.test_ingest import fake_report, meta, pdf
+
+    store = open_store(moto_url(moto_endpoint))
+    assert isinstance(store, S3Store)
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    catalog.migrate()
+    try:
+        archive = Archive(catalog, store, verifier=fake_report)
+        first = archive.put(pdf(tmp_path, "v1.pdf"), meta(), actor="vanthu", kind="draft")
+        second = archive.put(pdf(tmp_path, "v2.pdf"), document=first.document_id, actor="vanthu")
+        changes = set_legal_hold(
+            catalog, store, first.document_id, on=True, reason="Thanh tra", actor="cli:test"
+        )
+        keys = {first.object_key, second.object_key}
+        reports = {first.report_object_key, second.report_object_key}
+        assert {c.object_key for c in changes} == keys | reports
+        assert all(c.changed for c in changes)
+        for key in keys | reports:
+            assert key is not None and store.stat(key).legal_hold
+        with pytest.raises(RetentionViolation):
+            store.delete(second.object_key)
+        only = set_legal_hold(
+            catalog,
+            store,
+            first.document_id,
+            on=False,
+            reason="Kết thúc thanh tra",
+            actor="cli:test",
+            version=2,
+        )
+        assert {c.object_key for c in only} == {second.object_key, second.report_object_key}
+        assert not store.stat(second.object_key).legal_hold
+        assert store.stat(first.object_key).legal_hold
+    finally:
+        catalog.close()

@@ -395,3 +395,18 @@ def test_every_change_is_audited_in_the_same_transaction(catalog: Catalog) -> No
         ("version.add", "cv"),
     ]
     assert catalog.verify_audit([]).events == 3
+
+
+def test_concurrent_writers_keep_one_unbroken_audit_chain(catalog: Catalog) -> None:
+    """Writers in parallel threads (as the API's thread pool runs them) each get their event
+    appended: none fails on the chain's head, and the chain verifies."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(n: int) -> int:
+        return catalog.add_document(meta(code_number=str(100 + n)), actor=f"writer-{n}")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = list(pool.map(write, range(24)))
+    assert len(set(ids)) == 24
+    result = catalog.verify_audit([])
+    assert result.events >= 24 and result.problems == []

@@ -21,7 +21,7 @@ from kyso.archive.models import AuditEvent, Document, DocumentVersion
 from kyso.archive.storage import LocalStore, ObjectStore, StoredObject, open_store
 from tests.archive.conftest import _free_port
 from tests.archive.test_ingest import _count, fake_report, meta, pdf
-from tests.archive.test_migrations import catalog_for
+from tests.archive.test_migrations import DATABASES, catalog_for
 
 
 @pytest.fixture
@@ -30,13 +30,29 @@ def catalog(tmp_path: Path) -> Iterator[Catalog]:
         yield c
 
 
+@pytest.fixture(params=DATABASES)
+def any_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    """SQLite, and the real PostgreSQL (a fresh schema of its own)."""
+    with catalog_for(request.param, tmp_path) as c:
+        yield c
+
+
+def _schema(catalog: Catalog) -> str:
+    """The PostgreSQL schema the catalogue works in ("" for SQLite), for a child process."""
+    if catalog.dialect != "postgresql":
+        return ""
+    with catalog.engine.connect() as conn:
+        return str(conn.execute(sa.text("SELECT current_schema()")).scalar())
+
+
 def _nothing_catalogued(catalog: Catalog) -> None:
     assert _count(catalog, Document) == 0
     assert _count(catalog, DocumentVersion) == 0
     assert _count(catalog, AuditEvent) == 0
 
 
-def test_s3_down_during_put(catalog: Catalog, s3_store: ObjectStore, tmp_path: Path) -> None:
+def test_s3_down_during_put(any_catalog: Catalog, s3_store: ObjectStore, tmp_path: Path) -> None:
+    catalog = any_catalog
     port = _free_port()  # nothing listens there
     down = open_store(
         f"s3://k:s@127.0.0.1:{port}/kyso-down?secure=false&retries=0&connect_timeout=1"
@@ -94,9 +110,9 @@ CHILD = textwrap.dedent(
     from kyso.archive.metadata import DocumentMetadata
     from kyso.archive.storage import LocalStore
 
-    db, root, source = sys.argv[1:4]
+    db, schema, root, source = sys.argv[1:5]
     archive = Archive(
-        Catalog(db),
+        Catalog(db, schema=schema or None),
         LocalStore(root),
         verifier=lambda p: {"indication": "TOTAL_PASSED", "signatures": []},
     )
@@ -115,13 +131,15 @@ CHILD = textwrap.dedent(
 
 
 def test_process_killed_between_object_write_and_catalog_insert(
-    catalog: Catalog, local_store: LocalStore, tmp_path: Path
+    any_catalog: Catalog, local_store: LocalStore, tmp_path: Path
 ) -> None:
+    catalog = any_catalog
     source = pdf(tmp_path, "killed.pdf")
     db = catalog.url.render_as_string(hide_password=False)
+    schema = _schema(catalog)
     env = {**os.environ, CRASH_AFTER_OBJECT_WRITE: "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, db, str(local_store.root), str(source)],
+        [sys.executable, "-c", CHILD, db, schema, str(local_store.root), str(source)],
         env=env,
         capture_output=True,
         text=True,
@@ -136,7 +154,7 @@ def test_process_killed_between_object_write_and_catalog_insert(
     # without the fault the same child completes, adopting the object
     env.pop(CRASH_AFTER_OBJECT_WRITE)
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, db, str(local_store.root), str(source)],
+        [sys.executable, "-c", CHILD, db, schema, str(local_store.root), str(source)],
         env=env,
         capture_output=True,
         text=True,

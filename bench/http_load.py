@@ -19,8 +19,8 @@ wraps, ``kyso.signer.verify.verify(path, policy)`` in this process, on the same 
 "others' CPU" is what processes outside this benchmark and its server used during the round
 (% of one core): compare runs only when it is near 0 %.
 
-    .venv/bin/python bench/http.py                         # 3 rounds × 8 s, 1 and 2 clients
-    .venv/bin/python bench/http.py --concurrency 1,2,4 --workers 2 --rounds 5 --duration 10
+    .venv/bin/python bench/http_load.py                         # 3 rounds × 8 s, 1 and 2 clients
+    .venv/bin/python bench/http_load.py --concurrency 1,2,4 --workers 2 --rounds 5 --duration 10
 """
 
 from __future__ import annotations
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         median = statistics.median_low(ratios)
         lib, http = pairs[ratios.index(median)]
         rows.append((clients, lib, http))
-    command = "python bench/http.py " + shlex.join(argv)
+    command = "python bench/http_load.py " + shlex.join(argv)
     print(f"\n```sh\n{command.strip()}\n```\n")
     print(
         f"Verification (`POST /api/v1/verify`, JSON report) of a 1-page PDF signed once at "
