@@ -38,8 +38,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # the job runner starts now: jobs a previous process left unfinished are failed at
         # once, not at the first request
         jobs = services.jobs
+        # without Celery beat, the exchange's due deliveries are retried in this process
+        from kyso.api.exchange import start_retry_loop
+
+        stop_exchange = start_retry_loop(services) if not services.settings.broker_url else None
         yield
+        if stop_exchange is not None:
+            stop_exchange()
         jobs.close()
+        # a later start of the same app (a second TestClient, a reload) gets a new runner
+        services.__dict__.pop("jobs", None)
 
     app = FastAPI(
         title="kyso",

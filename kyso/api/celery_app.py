@@ -81,6 +81,9 @@ class BeatSettings(BaseSettings):
         180, ge=0, description="Renew what stops being verifiable within … days."
     )
     anchor_hours: float = Field(1.0, ge=0, description="Anchor the audit chain every … hours.")
+    exchange_minutes: float = Field(
+        1.0, ge=0, description="Deliver the exchange messages that are due every … minutes."
+    )
 
 
 def beat_schedule(beat: BeatSettings) -> dict[str, dict[str, Any]]:
@@ -100,6 +103,7 @@ def beat_schedule(beat: BeatSettings) -> dict[str, dict[str, Any]]:
     add("kyso-fixity-sweep", beat.fixity_hours, "fixity", sample)
     add("kyso-ltv-renewal", beat.renew_hours, "renew", {"within_days": beat.renew_within_days})
     add("kyso-audit-anchor", beat.anchor_hours, "anchor", {})
+    add("kyso-exchange-deliver", beat.exchange_minutes / 60, "deliver", {})
     return entries
 
 

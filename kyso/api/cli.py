@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from kyso.api import cli_accounts, cli_archive, cli_sign, cli_verify
+from kyso.api import cli_accounts, cli_archive, cli_exchange, cli_sign, cli_verify
 from kyso.api.cli_inspect import cert_app, trust_app
 from kyso.api.services import Services
 from kyso.api.settings import Settings, get_settings
@@ -51,6 +51,7 @@ cli_sign.register(app)
 cli_verify.register(app)
 cli_archive.register(app)
 cli_accounts.register(app)
+cli_exchange.register(app)
 
 # data (names, subjects, fingerprints) is printed as is: no markup, no emoji codes (":CD:")
 out = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)

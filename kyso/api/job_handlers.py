@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kyso.api import workflow
+from kyso.api import exchange, workflow
 from kyso.api.jobs import ItemContext, ItemFailed, TransientError
 from kyso.api.principal import Principal
 from kyso.api.problems import Problem
@@ -262,4 +262,5 @@ HANDLERS: dict[str, Callable[[ItemContext], dict[str, Any]]] = {
     "fixity": fixity,
     "renew": renew,
     "anchor": anchor,
+    "deliver": exchange.job_deliver,
 }

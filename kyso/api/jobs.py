@@ -79,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KINDS = ("verify", "sign", "seal", "extend", "fixity", "renew", "anchor")
+KINDS = ("verify", "sign", "seal", "extend", "fixity", "renew", "anchor", "deliver")
 ROLES_FOR: dict[str, tuple[str, ...]] = {
     "verify": ("verifier", "clerk", "archivist", "official"),
     "sign": ("official",),
@@ -88,6 +88,7 @@ ROLES_FOR: dict[str, tuple[str, ...]] = {
     "fixity": ("archivist", "admin"),
     "renew": ("archivist", "admin"),
     "anchor": (),  # the audit chain is the whole service's: scheduled (system) jobs only
+    "deliver": (),  # exchange deliveries (kyso.api.exchange): scheduled (system) jobs only
 }
 """Who may submit each kind (any one role), as ``kyso.api.workflow`` decides for one document."""
 USER_KINDS = ("verify", "sign", "seal", "extend")
@@ -320,6 +321,11 @@ class AnchorItem(_Item):
     pass
 
 
+class DeliverItem(_Item):
+    message_id: int | None = Field(None, ge=1)
+    """One outgoing exchange message; None: every message that is due (the beat entry)."""
+
+
 ITEM_MODELS: dict[str, type[_Item]] = {
     "verify": VerifyItem,
     "sign": SignItem,
@@ -328,6 +334,7 @@ ITEM_MODELS: dict[str, type[_Item]] = {
     "fixity": FixityItem,
     "renew": RenewItem,
     "anchor": AnchorItem,
+    "deliver": DeliverItem,
 }
 
 
