@@ -286,6 +286,15 @@ def users_issue_key(
             ref=issued.key_uri,
         )
     )
+    image = services.image_path(issued.label)
+    if not image.exists():
+        # a made-up signature so the first signature is visible (the agency seal is drawn
+        # over it); 'kyso keys image' or the admin page replaces it with the real one
+        from kyso.signer.appearance import demo_signature_png
+
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.write_bytes(demo_signature_png(user.full_name))
+        out.print(t("cli.issue.demo_image", path=str(image)))
 
 
 @users_app.command("bind-key")
