@@ -1563,7 +1563,7 @@ def _insert_status(
             description=status.description,
             verdict=status.verdict,
             reasons=[_text_params(r).to_dict() for r in status.reasons],
-            stated_at=status.timestamp,
+            stated_at=status.timestamp.astimezone(dt.UTC),
             object_key=key,
             sha256=sha256,
             outgoing_id=outgoing_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 
@@ -71,6 +72,13 @@ def test_send_arrive_accept_complete(pair: tuple[Instance, Instance]) -> None:
         back = exchange.deliver(b.services, reply.json()["outgoing_id"])
         assert back["state"] == "delivered", back
     assert _statuses(a, A1, sent["id"]) == ["01", "03", "06"]
+    # the times B stated (Vietnam time in the XML) are shown as the instants they were,
+    # whatever the sender's database keeps of a time zone
+    shown = a.api("GET", f"/outbox/{sent['id']}", A1, "clerk").json()["statuses"]
+    now = dt.datetime.now(dt.UTC)
+    for status in shown:
+        stated = dt.datetime.fromisoformat(status["stated_at"])
+        assert stated.tzinfo is not None and abs(now - stated) < dt.timedelta(minutes=10), status
 
     # Every receipt is B's signed status message, archived on A as received.
     for index, code in enumerate(("01", "03", "06")):

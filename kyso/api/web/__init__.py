@@ -7,7 +7,7 @@ this very server.  See docs/web-ui.md.
 
 from fastapi import APIRouter
 
-from kyso.api.web import admin, documents, login, setup, ui, verify_page
+from kyso.api.web import admin, documents, exchange, login, setup, ui, verify_page
 
 router = APIRouter(include_in_schema=False)
 router.include_router(ui.router)
@@ -17,5 +17,6 @@ router.include_router(verify_page.router)
 router.include_router(login.router)
 router.include_router(documents.router)
 router.include_router(admin.router)
+router.include_router(exchange.router)
 
 __all__ = ["router"]

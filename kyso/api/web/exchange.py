@@ -1,0 +1,392 @@
+"""The pages of the exchange between agencies (issue 7): the outbox (what the agency sent,
+each recipient's delivery state and signed status history, requeue of dead messages, recall,
+the receipts), the inbox (what it received, the verdict, the buttons for the status answers
+03/04/05/06 and 15/16) and the "send" form of a sealed document.
+
+Every page calls :mod:`kyso.api.exchange` (the same functions as ``/api/v1/exchange``) with
+the signed-in :class:`~kyso.api.principal.Principal`: roles, the agency scope (another
+agency's message is "not found"), the audit log and the state checks are enforced there.
+See docs/web-ui.md ("Exchange between agencies").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from kyso.api import exchange
+from kyso.api.principal import Principal
+from kyso.api.problems import Problem
+from kyso.api.services import Services
+from kyso.api.web import ui
+from kyso.api.web.documents import _call, _date_text, _failure, _form, _message, _text, _visitor
+from kyso.archive.models import Document
+from kyso.errors import KysoError
+from kyso.exchange.codes import BusinessDocType
+from kyso.i18n import catalogue, t
+from kyso.signer.verify.model import Reason
+
+router = APIRouter(include_in_schema=False)
+
+LIMIT = 200
+"""The pages show the newest 200 messages (the API pages further)."""
+PROGRESS_CODES = ("03", "04", "05", "06")
+RECALL_CODES = ("15", "16")
+STATE_TONES = {
+    "queued": "warn",
+    "sending": "warn",
+    "delivered": "good",
+    "failed": "bad",
+    "dead": "bad",
+}
+STATUS_TONES = {"01": "good", "02": "bad", "03": "good", "06": "good", "13": "warn", "16": "bad"}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _label(prefix: str, value: object, locale: str) -> str:
+    key = f"web.exchange.{prefix}.{value}"
+    return t(key, locale=locale) if key in catalogue() else str(value)
+
+
+def _when(value: str | None, locale: str) -> str:
+    if not value:
+        return "—"
+    try:
+        return _date_text(dt.datetime.fromisoformat(value), locale)
+    except ValueError:
+        return value
+
+
+def _reason_texts(reasons: Any, locale: str) -> list[str]:
+    texts: list[str] = []
+    for item in reasons or []:
+        if not isinstance(item, dict) or not isinstance(item.get("code"), str):
+            continue
+        if item["code"] in catalogue():
+            try:
+                texts.append(Reason.from_dict(item).message(locale))
+                continue
+            except (KeyError, IndexError, ValueError):
+                pass
+        texts.append(str(item.get("message") or item["code"]))
+    return texts
+
+
+def agency_names(services: Services) -> dict[str, str]:
+    """Every agency this instance knows by code: its own agencies and the configured peers."""
+    names = {p["code"]: p["name"] or p["code"] for p in exchange.list_peers(services)}
+    names.update({a.code: a.name for a in services.accounts.list_agencies()})
+    return names
+
+
+def send_targets(services: Services, principal: Principal) -> list[dict[str, Any]]:
+    """The agencies a clerk of ``principal.agency`` may send to: the other agencies of this
+    instance, then the enabled peers (other kyso instances)."""
+    local: list[dict[str, Any]] = [
+        {"code": a.code, "name": a.name, "remote": False}
+        for a in services.accounts.list_agencies()
+        if a.code != principal.agency
+    ]
+    known = {item["code"] for item in local}
+    remote: list[dict[str, Any]] = [
+        {"code": p["code"], "name": p["name"] or p["code"], "remote": True}
+        for p in exchange.list_peers(services)
+        if p["enabled"] and p["code"] not in known and p["code"] != principal.agency
+    ]
+    return sorted(local, key=lambda a: a["code"]) + sorted(remote, key=lambda a: a["code"])
+
+
+def _documents(services: Services, ids: set[int]) -> dict[int, Document]:
+    if not ids:
+        return {}
+    with services.catalog.session() as s:
+        rows = s.scalars(sa.select(Document).where(Document.id.in_(ids))).all()
+        for doc in rows:
+            s.expunge(doc)
+    return {doc.id: doc for doc in rows}
+
+
+def _status_rows(items: list[dict[str, Any]], locale: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": index,
+            "code": item["code"],
+            "label": _label("code", item["code"], locale),
+            "tone": STATUS_TONES.get(item["code"], ""),
+            "agency": item["agency"],
+            "when": _when(item["stated_at"], locale),
+            "description": item["description"] or "",
+            "reasons": _reason_texts(item["reasons"], locale),
+        }
+        for index, item in enumerate(items)
+    ]
+
+
+# -- the outbox -------------------------------------------------------------------------------
+
+
+def _outbox_page(services: Services, principal: Principal, locale: str) -> dict[str, Any]:
+    messages = exchange.outbox(services, principal, limit=LIMIT)
+    names = agency_names(services)
+    docs = _documents(services, {m["document_id"] for m in messages if m["document_id"]})
+    clerk = principal.has(*exchange.CLERKS)
+    max_attempts = exchange.exchange_settings(services).max_attempts
+    documents: list[dict[str, Any]] = []
+    answers: list[dict[str, Any]] = []
+    for m in messages:
+        doc = docs.get(m["document_id"]) if m["document_id"] else None
+        recall_message = m["business_type"] == int(BusinessDocType.RECALL)
+        state = m["state"]
+        recalled = m["last_error"] == "recalled"
+        item = {
+            "id": m["id"],
+            "recipient": m["recipient"],
+            "recipient_name": names.get(m["recipient"], ""),
+            "document_id": m["document_id"],
+            "subject": doc.subject if doc is not None else "",
+            "number": doc.number_symbol if doc is not None and doc.number_symbol else "",
+            "edxml_document_id": m["edxml_document_id"],
+            "business": _label("business", m["business_type"], locale),
+            "state": state,
+            "state_label": _label("state", "recalled" if recalled else state, locale),
+            "tone": STATE_TONES.get(state, ""),
+            "attempts": m["attempts"],
+            "max_attempts": max_attempts,
+            "last_error": m["last_error"] or "",
+            "created": _when(m["created_at"], locale),
+            "delivered": _when(m["delivered_at"], locale),
+            "next_attempt": _when(m["next_attempt_at"], locale) if m["next_attempt_at"] else "",
+            "status_code": m["status_code"] or "",
+            "status_label": _label("code", m["status_code"], locale) if m["status_code"] else "",
+            "can_requeue": clerk and state in ("dead", "failed") and not recalled,
+            "can_recall": clerk
+            and m["kind"] == "document"
+            and not recall_message
+            and not recalled
+            and (m["delivered_at"] is not None or state in ("queued", "dead")),
+        }
+        if m["kind"] == "document":
+            item["recall_message"] = recall_message
+            item["statuses"] = (
+                []
+                if recall_message
+                else _status_rows(
+                    exchange.history(services, principal, m["edxml_document_id"], m["recipient"]),
+                    locale,
+                )
+            )
+            documents.append(item)
+        else:
+            answers.append(item)
+    return {
+        "documents": documents,
+        "answers": answers,
+        "dead": sum(1 for m in messages if m["state"] == "dead"),
+    }
+
+
+@router.get("/exchange/outbox")
+async def outbox_page(request: Request) -> Response:
+    who = await _visitor(request, *exchange.READERS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    try:
+        page = await _call(_outbox_page, services, who.principal, locale)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.render(
+        request,
+        "exchange_outbox.html.j2",
+        title=t("web.exchange.outbox.title", locale=locale),
+        **page,
+    )
+
+
+@router.get("/exchange/outbox/{message_id}/receipts/{index}")
+async def receipt_download(message_id: int, index: int, request: Request) -> Response:
+    """The signed status message (the receipt), exactly as received and archived."""
+    who = await _visitor(request, *exchange.READERS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    services = ui.services_of(request)
+    if not (0 < message_id < 2**31 and 0 <= index <= 10_000):
+        return _failure(request, Problem(404, "not-found", str(message_id)))
+    try:
+        data = await _call(exchange.receipt, services, who.principal, message_id, index)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return Response(
+        data,
+        media_type="application/xml",
+        headers={
+            "Content-Disposition": f'attachment; filename="receipt-{message_id}-{index + 1}.xml"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.post("/exchange/outbox/{message_id}/requeue")
+async def requeue_post(message_id: int, request: Request) -> Response:
+    who = await _visitor(request, *exchange.CLERKS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    services = ui.services_of(request)
+    try:
+        await _call(exchange.requeue, services, who.principal, message_id)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.redirect("/exchange/outbox", done="exchange_requeued")
+
+
+@router.post("/exchange/outbox/{message_id}/recall")
+async def recall_post(message_id: int, request: Request) -> Response:
+    who = await _visitor(request, *exchange.CLERKS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    services = ui.services_of(request)
+    reason = _text(form, "reason", 2000) or None
+    try:
+        await _call(exchange.recall, services, who.principal, message_id, reason=reason)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.redirect("/exchange/outbox", done="exchange_recalled")
+
+
+# -- sending a sealed document ------------------------------------------------------------------
+
+
+@router.post("/documents/{document_id}/send")
+async def send_post(document_id: int, request: Request) -> Response:
+    who = await _visitor(request, *exchange.CLERKS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    chosen = [v.strip() for v in form.getlist("recipients") if isinstance(v, str) and v.strip()]
+    typed = _text(form, "other", 500)
+    chosen += [code.strip() for code in typed.replace(";", ",").split(",") if code.strip()]
+    if not chosen:
+        return _message(request, 422, t("web.exchange.send.none_chosen", locale=locale))
+    try:
+        await _call(exchange.send, services, who.principal, document_id, chosen[:200])
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.redirect("/exchange/outbox", done="exchange_sent")
+
+
+# -- the inbox --------------------------------------------------------------------------------
+
+
+def _inbox_page(services: Services, principal: Principal, locale: str) -> dict[str, Any]:
+    rows = exchange.inbox(services, principal, limit=LIMIT)
+    names = agency_names(services)
+    docs = _documents(services, {r["document_id"] for r in rows if r["document_id"]})
+    clerk = principal.has(*exchange.CLERKS)
+    items = []
+    for row in rows:
+        full = exchange.incoming_message(services, principal, row["id"])
+        own = _status_rows(full["statuses"], locale)
+        doc = docs.get(row["document_id"]) if row["document_id"] else None
+        verdict = row["verdict"] if isinstance(row["verdict"], dict) else {}
+        indications = [
+            t(f"verify.indication.{r['indication']}", locale=locale)
+            for r in (verdict.get("reports") or {}).values()
+            if isinstance(r, dict) and f"verify.indication.{r.get('indication')}" in catalogue()
+        ]
+        recall_row = row["business_type"] == int(BusinessDocType.RECALL)
+        items.append(
+            {
+                "id": row["id"],
+                "sender": row["sender"],
+                "sender_name": names.get(row["sender"], ""),
+                "edxml_document_id": row["edxml_document_id"],
+                "business": _label("business", row["business_type"], locale),
+                "document_id": row["document_id"],
+                "subject": doc.subject if doc is not None else "",
+                "number": doc.number_symbol if doc is not None and doc.number_symbol else "",
+                "arrival_number": (doc.arrival_number or "—") if doc is not None else "—",
+                "arrival_date": _date_text(doc.arrival_date, locale) if doc is not None else "—",
+                "received": _when(row["received_at"], locale),
+                "accepted": bool(row["accepted"]),
+                "reasons": _reason_texts(verdict.get("reasons"), locale),
+                "indications": indications,
+                "state": row["state"],
+                "state_label": _label("incoming", row["state"], locale),
+                "statuses": own,
+                "current": own[-1] if own else None,
+                "can_progress": clerk
+                and bool(row["accepted"])
+                and row["state"] == "received"
+                and not recall_row,
+                "can_answer_recall": clerk and row["state"] == "recall_requested",
+            }
+        )
+    return {"items": items}
+
+
+@router.get("/exchange/inbox")
+async def inbox_page(request: Request) -> Response:
+    who = await _visitor(request, *exchange.READERS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    try:
+        page = await _call(_inbox_page, services, who.principal, locale)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.render(
+        request,
+        "exchange_inbox.html.j2",
+        title=t("web.exchange.inbox.title", locale=locale),
+        progress_codes=PROGRESS_CODES,
+        recall_codes=RECALL_CODES,
+        code_labels={c: _label("code", c, locale) for c in PROGRESS_CODES + RECALL_CODES},
+        **page,
+    )
+
+
+@router.post("/exchange/inbox/{incoming_id}/status")
+async def status_post(incoming_id: int, request: Request) -> Response:
+    who = await _visitor(request, *exchange.CLERKS)
+    if isinstance(who, Response):
+        return who
+    assert who.principal is not None
+    form = await _form(request, who)
+    if isinstance(form, Response):
+        return form
+    locale = ui.request_locale(request)
+    services = ui.services_of(request)
+    code = _text(form, "code", 2)
+    if code not in PROGRESS_CODES + RECALL_CODES:
+        return _message(request, 422, t("web.exchange.inbox.bad_code", locale=locale))
+    description = _text(form, "description", 2000) or None
+    try:
+        await _call(exchange.set_status, services, who.principal, incoming_id, code, description)
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.redirect("/exchange/inbox", done="exchange_status")
