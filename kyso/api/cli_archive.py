@@ -331,10 +331,21 @@ def search_command(
     result = _guard(run)
     rows = [_doc_row(d) for d in result.items]
     if as_json:
-        data = {"total": result.total, "page": result.page, "pages": result.pages, "items": rows}
+        data = {
+            "total": result.total,
+            "total_exact": result.total_exact,
+            "page": result.page,
+            "pages": result.pages,
+            "has_next": result.has_next,
+            "items": rows,
+        }
         out.print(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    table = Table(title=t("archive.ingest.search.title", total=result.total))
+
+    def more_than(count: int) -> str:  # counting stopped at a cap: "more than N"
+        return str(count) if result.total_exact else t("archive.search.more_than", count=count)
+
+    table = Table(title=t("archive.ingest.search.title", total=more_than(result.total)))
     for col in ("id", "number", "date", "agency", "type", "subject", "signer"):
         table.add_column(t(f"archive.ingest.col.{col}"))
     for r in rows:
@@ -348,7 +359,7 @@ def search_command(
             r["signer"] or "",
         )
     Console(soft_wrap=True, emoji=False, highlight=False, markup=False).print(table)
-    out.print(t("archive.ingest.search.page", page=result.page, pages=result.pages))
+    out.print(t("archive.ingest.search.page", page=result.page, pages=more_than(result.pages)))
 
 
 def _show_data(services: Services, document: int) -> dict[str, Any]:
@@ -803,7 +814,7 @@ def renew_command(
                 due,
                 actor=_actor(),
                 policy=policy,
-                retention=services.archive.retention(),
+                retention=services.archive.retention_for_document,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         )

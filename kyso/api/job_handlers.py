@@ -221,7 +221,7 @@ def renew(ctx: ItemContext) -> dict[str, Any]:
         due,
         actor=ctx.actor,
         policy=policy,
-        retention=services.archive.retention(),
+        retention=services.archive.retention_for_document,
         progress=ctx.progress,
     )
     found = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -80,6 +81,14 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return problem_response(422, "validation", t("problem.validation"), errors=errors)
+
+    @app.exception_handler(sa.exc.DataError)
+    async def _data(request: Request, exc: sa.exc.DataError) -> JSONResponse:
+        # a value the database cannot hold (a NUL character, an integer out of range) that
+        # no validation caught before: bad input, not a fault of the server
+        log.info("value refused by the database on %s %s", request.method, request.url.path)
+        detail = t("workflow.bad_value")
+        return problem_response(422, "validation", t("problem.validation"), detail)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -265,6 +265,7 @@ class Services:
             verifier=self.archive_verifier(),
             retention_years=self.settings.archive_retention_years,
             retention_mode=self.settings.archive_retention_mode,
+            permanent_retention_years=self.settings.archive_permanent_retention_years,
         )
 
     def audit_timestamper(self) -> Any:

@@ -62,7 +62,13 @@ class Settings(BaseSettings):
         "default: <data>/archive/objects.",
     )
     archive_retention_years: int = Field(
-        10, ge=0, description="Retention given to every archived object (0: none)."
+        10,
+        ge=0,
+        description="Retention of an object whose record has no retention period of its own "
+        "(0: no retention at all).",
+    )
+    archive_permanent_retention_years: int = Field(
+        100, ge=1, description="Retention of records kept permanently (Maintenance 'Vĩnh viễn')."
     )
     archive_retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
     archive_verify_offline: bool = Field(

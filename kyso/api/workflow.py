@@ -419,12 +419,9 @@ def upload(
     _check_pdf(Path(path))
     result = services.archive.put(Path(path), meta, case=case_id, actor=principal.actor)
     if not result.created:
-        with services.catalog.session() as s:
-            owner = s.scalar(sa.select(Document.agency_id).where(Document.id == result.document_id))
-        if owner != principal.agency:
-            # The archive de-duplicates by content across agencies: never hand out another
-            # agency's record (nor say whose it is).
-            raise Problem(409, "conflict", t("workflow.upload.elsewhere"))
+        # The same bytes already uploaded by this agency (the archive scopes its
+        # de-duplication to the uploading agency: another agency's upload of the same file
+        # is a record of its own, never a reference to this one).
         return result
     if symbol is not None or place is not None:
         with services.catalog.session() as s:

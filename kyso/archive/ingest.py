@@ -3,18 +3,28 @@
 An ingest cannot half-happen.  :meth:`Archive.put` works in this order:
 
 1. hash the file; if the catalogue already holds a version with that SHA-256 (of this
-   document, or of any document when no document is named), the existing record is returned
-   (idempotent by content hash; the object is re-written when it had gone missing);
+   document; or, for a new document, of a document of the *same agency*,
+   ``metadata.agency_id``), the existing record is returned (idempotent by content hash; the
+   object is re-written when it had gone missing).  Another agency archiving the same bytes
+   (a document it received from the first) gets a record of its own: the catalogue never
+   hands one agency's record to another.  The object itself is shared (storage is
+   content-addressed) and keeps the longest retention any of its records asks;
 2. validate the metadata, check the document and the version order (nothing written yet);
 3. verify the PDF (``kyso verify``); its report is kept with the version;
 4. write the object (and the report's JSON) to the store, which hashes what it wrote
    (``LocalStore``) or reads it back (``S3Store``); the result is checked against step 1;
 5. in **one** catalogue transaction: the document row (when new), the version row, the
    report row and their audit events.  The transaction first takes a lock that serialises
-   ingests of the same content (or of versions of the same document: a PostgreSQL advisory
-   lock, SQLite's write lock) and checks step 1 again, so two processes archiving the same file
-   at once make one record: the second gets the first's (``created=False``), its verification
-   report attached to it.  The unique index on (sha256, document_id) backs this up.
+   ingests of the same content by the same agency (or of versions of the same document: a
+   PostgreSQL advisory lock, SQLite's write lock) and checks step 1 again, so two processes
+   archiving the same file at once make one record: the second gets the first's
+   (``created=False``), its verification report attached to it.  The unique index on
+   (sha256, document_id) backs this up.
+
+Retention (when enabled, ``retention_years > 0``): every object is written with the retention
+of its record's retention period (Thời hạn bảo quản, the case file's Maintenance): ``N năm``
+→ N years, ``Vĩnh viễn`` → ``permanent_retention_years``; a document outside a case file, or
+a Maintenance that is neither, gets ``retention_years``.  The period runs from the ingest.
 
 A crash or a store error before step 5 commits leaves no catalogue rows; objects written by
 step 4 without their rows are *orphans*, which :meth:`Archive.reconcile` lists (and a retry of
@@ -41,10 +51,11 @@ import io
 import json
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -56,8 +67,14 @@ from kyso.archive.catalog import (
     VersionOrderError,
 )
 from kyso.archive.errors import ObjectCorrupt, ObjectMissing, StorageError
-from kyso.archive.metadata import CatalogError, DocumentMetadata
-from kyso.archive.models import VERSION_KINDS, Document, DocumentVersion, VerificationReport
+from kyso.archive.metadata import CatalogError, DocumentMetadata, fold
+from kyso.archive.models import (
+    VERSION_KINDS,
+    CaseFile,
+    Document,
+    DocumentVersion,
+    VerificationReport,
+)
 from kyso.archive.storage import ObjectStore, Retention, RetentionMode, StoredObject, key_for
 
 __all__ = [
@@ -67,6 +84,7 @@ __all__ = [
     "IngestError",
     "IngestResult",
     "ReconcileReport",
+    "retention_period",
 ]
 
 CRASH_AFTER_OBJECT_WRITE = "KYSO_TEST_CRASH_AFTER_OBJECT_WRITE"
@@ -206,16 +224,18 @@ def _hash_file(path: Path) -> tuple[str, int]:
 _LOCK_NAMESPACE = 0x6B79_736F  # "kyso": the first key of the two-key advisory locks below
 
 
-def _lock_content(s: Any, sha256: str, document: int | None) -> None:
+def _lock_content(s: Any, sha256: str, document: int | None, agency: str | None) -> None:
     """Serialise, until the end of ``s``'s transaction, ingests that could race: of the same
-    bytes as a new document, or of any version of the same document.
+    bytes as a new document of the same agency, or of any version of the same document.
 
-    PostgreSQL: a transaction-level advisory lock on the content hash (new documents) or on
-    the document.  SQLite needs nothing more: the session was opened with ``write=True``
-    (``BEGIN IMMEDIATE``, the database's write lock), so what is read next is current."""
+    PostgreSQL: a transaction-level advisory lock on (content hash, agency) for new documents,
+    on the document otherwise.  SQLite needs nothing more: the session was opened with
+    ``write=True`` (``BEGIN IMMEDIATE``, the database's write lock), so what is read next is
+    current."""
     if s.get_bind().dialect.name == "postgresql":
         if document is None:
-            key = int.from_bytes(bytes.fromhex(sha256)[:4], "big", signed=True)
+            scoped = hashlib.sha256(f"{sha256}\0{agency or ''}".encode()).digest()
+            key = int.from_bytes(scoped[:4], "big", signed=True)
             space = _LOCK_NAMESPACE
         else:
             key = int(document)
@@ -225,12 +245,38 @@ def _lock_content(s: Any, sha256: str, document: int | None) -> None:
         )
 
 
-def _existing_in(s: Any, sha256: str, document: int | None) -> DocumentVersion | None:
-    """What :meth:`Archive._existing` finds, inside the caller's transaction."""
+def _existing_in(
+    s: Any, sha256: str, document: int | None, agency: str | None
+) -> DocumentVersion | None:
+    """The version already holding these bytes: of ``document`` when one is named, else of a
+    document of ``agency`` (``None``: of a document without agency) — never another agency's.
+    """
     query = sa.select(DocumentVersion).where(DocumentVersion.sha256 == sha256)
     if document is not None:
         query = query.where(DocumentVersion.document_id == document)
+    else:
+        owner = Document.agency_id.is_(None) if agency is None else Document.agency_id == agency
+        query = query.join(Document, Document.id == DocumentVersion.document_id).where(owner)
     return s.scalars(query.order_by(DocumentVersion.id).limit(1)).first()
+
+
+_YEARS = re.compile(r"(\d{1,4})\s*(?:nam|years?)")
+_PERMANENT = ("vinh vien", "permanent")
+
+
+def retention_period(maintenance: str | None) -> int | Literal["permanent"] | None:
+    """The retention period a Maintenance (Thời hạn bảo quản) names: a number of years
+    (``10 năm``, ``10 years``), ``"permanent"`` (``Vĩnh viễn``), or None (empty or another
+    text: the archive's default applies).  Case and diacritics do not matter."""
+    folded = " ".join(fold(maintenance).split())
+    if not folded:
+        return None
+    if folded in _PERMANENT:
+        return "permanent"
+    found = _YEARS.fullmatch(folded)
+    if found is not None and int(found.group(1)) > 0:
+        return int(found.group(1))
+    return None
 
 
 def _crash_point() -> None:
@@ -249,37 +295,87 @@ class Archive:
         verifier: Verifier | None = None,
         retention_years: int = 0,
         retention_mode: RetentionMode = "GOVERNANCE",
+        permanent_retention_years: int = 100,
         now: Callable[[], dt.datetime] | None = None,
     ) -> None:
-        """:param retention_years: retention given to every object written (0: none)."""
+        """:param retention_years: 0: objects get no retention at all; else the retention of
+            an object whose record has no retention period of its own (see the module's
+            docstring).
+        :param permanent_retention_years: the retention of records kept permanently
+            (``Vĩnh viễn``)."""
+        if permanent_retention_years <= 0:
+            raise ValueError("permanent_retention_years must be positive")
         self.catalog = catalog
         self.store = store
         self.verifier = verifier
         self.retention_years = retention_years
         self.retention_mode: RetentionMode = retention_mode
+        self.permanent_retention_years = permanent_retention_years
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
 
     # -- put ---------------------------------------------------------------------------------
-    def retention(self) -> Retention | None:
-        """The retention new objects get: the configured years from now, or none."""
-        return self._retention()
-
-    def _retention(self) -> Retention | None:
+    def retention(self, maintenance: str | None = None) -> Retention | None:
+        """The retention a new object gets (None: retention disabled): from now, for the
+        retention period ``maintenance`` names (see :func:`retention_period`), else the
+        configured default."""
         if self.retention_years <= 0:
             return None
+        period = retention_period(maintenance)
+        if period == "permanent":
+            years = self.permanent_retention_years
+        elif period is None:
+            years = self.retention_years
+        else:
+            years = period
         now = self._now()
         try:
-            until = now.replace(year=now.year + self.retention_years)
+            until = now.replace(year=now.year + years)
         except ValueError:  # 29 February
-            until = now.replace(year=now.year + self.retention_years, day=28)
+            until = now.replace(year=now.year + years, day=28)
         return Retention(self.retention_mode, until)
 
-    def _existing(self, sha256: str, document_id: int | None) -> DocumentVersion | None:
+    def retention_for_document(self, document_id: int) -> Retention | None:
+        """The retention new objects of this document get (its case file's period)."""
         with self.catalog.session() as s:
-            query = sa.select(DocumentVersion).where(DocumentVersion.sha256 == sha256)
-            if document_id is not None:
-                query = query.where(DocumentVersion.document_id == document_id)
-            return s.scalars(query.order_by(DocumentVersion.id).limit(1)).first()
+            maintenance = s.scalar(
+                sa.select(CaseFile.maintenance)
+                .join(Document, Document.case_file_id == CaseFile.id)
+                .where(Document.id == document_id)
+            )
+        return self.retention(maintenance)
+
+    def _existing(
+        self, sha256: str, document_id: int | None, agency: str | None = None
+    ) -> DocumentVersion | None:
+        with self.catalog.session() as s:
+            return _existing_in(s, sha256, document_id, agency)
+
+    def _plan(
+        self,
+        sha256: str,
+        document: int | None,
+        agency: str | None,
+        case: int | str | None,
+    ) -> tuple[DocumentVersion | None, str | None]:
+        """One read: the version already holding these bytes (see :func:`_existing_in`), and
+        the Maintenance of the case file the record is (or will be) in."""
+        with self.catalog.session() as s:
+            existing = _existing_in(s, sha256, document, agency)
+            target = existing.document_id if existing is not None else document
+            if target is not None:
+                maintenance = s.scalar(
+                    sa.select(CaseFile.maintenance)
+                    .join(Document, Document.case_file_id == CaseFile.id)
+                    .where(Document.id == target)
+                )
+            elif case is not None:
+                case_id = self.catalog._case_id(s, case)
+                maintenance = s.scalar(
+                    sa.select(CaseFile.maintenance).where(CaseFile.id == case_id)
+                )
+            else:
+                maintenance = None
+        return existing, maintenance
 
     def _result_for(self, version: DocumentVersion, created: bool) -> IngestResult:
         with self.catalog.session() as s:
@@ -339,17 +435,17 @@ class Archive:
             raise IngestError("archive.ingest.metadata_or_document")
         if kind is not None and kind not in VERSION_KINDS:
             raise VersionOrderError("archive.catalog.version.kind", kind=kind)
+        if metadata is not None:
+            metadata.validate()  # also settles agency_id (an outgoing document's: its issuer)
         sha256, size = _hash_file(path)
-        existing = self._existing(sha256, document)
+        agency = metadata.agency_id if metadata is not None else None
+        existing, maintenance = self._plan(sha256, document, agency, case)
         if existing is not None:
             if not self.store.exists(existing.object_key):
-                self.store.put(path, sha256=sha256, retention=self._retention())
+                self.store.put(path, sha256=sha256, retention=self.retention(maintenance))
             return self._result_for(existing, created=False)
 
         warnings: list[DuplicateWarning] = []
-        if metadata is not None:
-            metadata.validate()
-            warnings = self.catalog.duplicates(metadata)
         report: dict[str, Any] | None = None
         if verify and self.verifier is not None:
             report = self.verifier(path)
@@ -360,7 +456,7 @@ class Archive:
         elif metadata is not None and metadata.direction == "incoming" and kind != "received":
             raise VersionOrderError("archive.catalog.version.order", previous="-", kind=kind)
 
-        retention = self._retention()
+        retention = self.retention(maintenance)
         stored = self.store.put(path, sha256=sha256, retention=retention)
         if stored.sha256 != sha256 or stored.size != size:
             raise ObjectCorrupt(name=stored.key)
@@ -374,8 +470,8 @@ class Archive:
 
         try:
             with self.catalog.session(write=True) as s:
-                _lock_content(s, sha256, document)
-                raced = _existing_in(s, sha256, document)
+                _lock_content(s, sha256, document, agency)
+                raced = _existing_in(s, sha256, document, agency)
                 if raced is not None:
                     # Another process archived the same bytes since the check above: theirs
                     # is the record.  Our report (an object already written) is kept with it.
@@ -386,7 +482,10 @@ class Archive:
                     lost_race = None
                     if document is None:
                         assert metadata is not None
-                        doc_id = self.catalog._insert_document(s, metadata, case, actor)
+                        # Appendix VI duplicates, asked once, in the transaction that
+                        # inserts (returned to the caller and recorded in the audit event)
+                        warnings = self.catalog._duplicates(s, metadata)
+                        doc_id = self.catalog._insert_document(s, metadata, case, actor, warnings)
                     else:
                         doc_id = document
                     version_id = self.catalog._insert_version(
@@ -399,7 +498,7 @@ class Archive:
         except sa.exc.IntegrityError:
             # The unique (document_id, sha256) index caught a race the lock did not cover
             # (a writer without it): the same bytes are already a version of this document.
-            lost_race = self._existing(sha256, document)
+            lost_race = self._existing(sha256, document, agency)
             if lost_race is None:
                 raise
         if lost_race is not None:

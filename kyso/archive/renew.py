@@ -503,7 +503,7 @@ def renew(
     actor: str,
     progress: Callable[[int, int], None] | None = None,
     policy: VerifyPolicy | None = None,
-    retention: Retention | None = None,
+    retention: Retention | Callable[[int], Retention | None] | None = None,
     work_dir: Path | None = None,
 ) -> RenewalReport:
     """Renew each candidate (see the module's docstring); one failure never stops the others.
@@ -513,7 +513,9 @@ def renew(
     :param policy: how results are verified; default: the services' trust
         (``VerifyPolicy.from_services``) or the signer's trust roots.
     :param progress: called as ``progress(done, total)`` after each candidate.
-    :param retention: given to every new object (the archive's, as ingest gives it).
+    :param retention: given to every new object (the archive's, as ingest gives it), or a
+        function of the document id (``Archive.retention_for_document``: its case file's
+        period), so each record keeps its own retention.
     """
     document_signer, verify_policy = _signer_and_policy(signer, policy)
     result = RenewalReport()
@@ -528,7 +530,7 @@ def renew(
                 candidate,
                 actor,
                 work_dir,
-                retention,
+                retention(candidate.document_id) if callable(retention) else retention,
             )
         except Exception as exc:
             log.warning("renewal of document %s failed", candidate.document_id, exc_info=True)

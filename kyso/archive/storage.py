@@ -582,12 +582,20 @@ class S3Store:
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         retries: int = 2,
+        verify_readback: bool = True,
         now: Callable[[], datetime] | None = None,
     ) -> None:
+        """:param verify_readback: after each new object, read it whole back and hash it
+        (one GET of the object).  AWS S3 and MinIO verify the ``x-amz-checksum-sha256`` of
+        a single PUT themselves and the Content-MD5 of every multipart part, refusing a
+        mismatch (``BadDigest``), so against them this only doubles the traffic; a server
+        that does not (moto, some S3 clones) needs it.  Off, an object corrupted later is
+        still found by every read and by the fixity sweep."""
         import urllib3
         from minio import Minio
 
         self.endpoint = endpoint
+        self.verify_readback = verify_readback
         self.bucket = bucket
         self.secure = secure
         self._now = now or (lambda: datetime.now(UTC))
@@ -760,10 +768,11 @@ class S3Store:
                 obj = self._stat(key, version_id)
             if obj.size != size:
                 raise ChecksumMismatch(expected=digest, actual=f"{obj.size} bytes")
-            # Verify what the server now serves (the read hashes as it streams).
-            with self.open(key, version_id=version_id) as stream:
-                while stream.read(CHUNK):
-                    pass
+            if self.verify_readback:
+                # Verify what the server now serves (the read hashes as it streams).
+                with self.open(key, version_id=version_id) as stream:
+                    while stream.read(CHUNK):
+                        pass
             return obj
 
     def _upload(
@@ -946,8 +955,9 @@ def open_store(url: str | Path, *, now: Callable[[], datetime] | None = None) ->
 
     * ``file:///path`` or a plain path → :class:`LocalStore`;
     * ``s3://ACCESS:SECRET@host:port/bucket?secure=false&region=...`` → :class:`S3Store`
-      (optional ``connect_timeout``, ``read_timeout``, ``retries``; ``secure`` defaults to
-      true).
+      (optional ``connect_timeout``, ``read_timeout``, ``retries``, ``readback=false`` to
+      trust the server's checksum verification instead of reading each new object back:
+      see :class:`S3Store`; ``secure`` and ``readback`` default to true).
     """
     if isinstance(url, Path):
         return LocalStore(url, now=now)
@@ -971,5 +981,6 @@ def open_store(url: str | Path, *, now: Callable[[], datetime] | None = None) ->
         connect_timeout=float(query.get("connect_timeout", 5)),
         read_timeout=float(query.get("read_timeout", 60)),
         retries=int(query.get("retries", 2)),
+        verify_readback=query.get("readback", "true").lower() not in ("false", "0", "no"),
         now=now,
     )

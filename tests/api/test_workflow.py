@@ -272,17 +272,32 @@ def test_another_agency_sees_nothing(
     assert not (tmp_path / "x.pdf").exists()
 
 
-def test_the_same_bytes_in_another_agency_are_not_handed_out(
+def test_the_same_bytes_in_another_agency_are_a_record_of_its_own(
     services: Services, users: dict[str, dict[str, Principal]], tmp_path: Path
 ) -> None:
     draft = fresh_pdf(tmp_path)
     mine = workflow.upload(services, users[A]["official"], draft, META)
     again = workflow.upload(services, users[A]["official"], draft, META)
     assert again.document_id == mine.document_id and not again.created
-    with pytest.raises(Problem) as exc:
-        workflow.upload(services, users[B]["official"], draft, META)
-    assert status(exc) == (409, "conflict")
-    assert str(mine.document_id) not in exc.value.detail
+    # agency B archiving the file it received from A gets its own record, not A's
+    theirs = workflow.upload(services, users[B]["official"], draft, META)
+    assert theirs.created and theirs.document_id != mine.document_id
+    assert theirs.sha256 == mine.sha256
+    with services.catalog.session() as s:
+        owners = dict(
+            s.execute(
+                sa.select(Document.id, Document.agency_id).where(
+                    Document.id.in_([mine.document_id, theirs.document_id])
+                )
+            ).all()
+        )
+    assert owners == {mine.document_id: A, theirs.document_id: B}
+    # and each agency's repeat finds its own
+    repeat = workflow.upload(services, users[B]["official"], draft, META)
+    assert repeat.document_id == theirs.document_id and not repeat.created
+    with pytest.raises(Problem) as exc:  # A still cannot see B's record
+        workflow.get_document(services, users[A]["official"], theirs.document_id)
+    assert status(exc) == (404, "not-found")
 
 
 def test_metadata_errors_and_a_non_pdf(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from kyso.archive import catalog as catalog_module
 from kyso.archive.catalog import Catalog, CatalogError, NotFoundError, VersionOrderError
 from kyso.archive.metadata import (
     CaseFileMetadata,
@@ -410,3 +411,102 @@ def test_concurrent_writers_keep_one_unbroken_audit_chain(catalog: Catalog) -> N
     assert len(set(ids)) == 24
     result = catalog.verify_audit([])
     assert result.events >= 24 and result.problems == []
+
+
+# -- capped counting, PostgreSQL's narrow search table ---------------------------------------
+
+
+def _many(
+    catalog: Catalog, count: int, subject: str, *, first_day: int = 1, **extra: Any
+) -> list[int]:
+    """``count`` documents, one a day from January ``first_day`` 2025; their ids, oldest first."""
+    return [
+        catalog.add_document(
+            meta(
+                code_number=first_day + n,
+                issued_date=dt.date(2025, 1, first_day + n),
+                subject=f"{subject} {first_day + n}",
+                **extra,
+            ),
+            actor="vt",
+        )
+        for n in range(count)
+    ]
+
+
+def test_totals_are_counted_up_to_a_cap(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog_module, "COUNT_CAP", 5)
+    monkeypatch.setattr(catalog_module, "RECENT_WINDOW", 6)
+    old = _many(catalog, 3, "Báo cáo thiên tai", first_day=1)  # the oldest: outside the window
+    common = _many(catalog, 12, "Quyết định về nhân sự", first_day=4)
+    newest_first = common[::-1]
+    # more matches than the cap: the total is a lower bound ("more than 5")
+    first = catalog.search("nhân sự", per_page=3)
+    assert _found(first) == newest_first[:3]
+    assert (first.total, first.total_exact, first.has_next) == (5, False, True)
+    second = catalog.search("nhan su", page=2, per_page=3)
+    assert _found(second) == newest_first[3:6] and not second.total_exact
+    # a page past the cap: counted up to that page and one more (here: all, so exact)
+    third = catalog.search("nhan su", page=3, per_page=3)
+    assert _found(third) == newest_first[6:9] and (third.total, third.total_exact) == (9, False)
+    fourth = catalog.search("nhan su", page=4, per_page=3)
+    assert _found(fourth) == newest_first[9:12]
+    assert (fourth.total, fourth.total_exact, fourth.has_next) == (12, True, False)
+    assert _found(catalog.search("nhan su", page=5, per_page=3)) == []
+    # fewer matches than the cap: exact (on PostgreSQL the rare word's documents are all
+    # older than the recent window, so they come from the GIN index)
+    rare = catalog.search("thien tai", per_page=2)
+    assert _found(rare) == old[::-1][:2]
+    assert (rare.total, rare.total_exact, rare.has_next, rare.pages) == (3, True, True, 2)
+    last = catalog.search("thien tai", page=2, per_page=2)
+    assert _found(last) == [old[0]] and (last.total, last.total_exact) == (3, True)
+    assert not last.has_next
+    # every kind of query is capped, not only words
+    dated = catalog.search(date_from=dt.date(2025, 1, 1), per_page=2)
+    assert (dated.total, dated.total_exact) == (5, False)
+    exact = catalog.search(date_from=dt.date(2025, 1, 13), per_page=2)  # 13 … 15 January
+    assert (exact.total, exact.total_exact) == (3, True)
+    # a word with another criterion takes the general path, capped as well
+    mixed = catalog.search("nhan su", type="quyết định", per_page=2)
+    assert _found(mixed) == newest_first[:2] and (mixed.total, mixed.total_exact) == (5, False)
+
+
+def test_subject_search_within_one_agency(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "RECENT_WINDOW", 4)
+    mine = _many(catalog, 3, "Kế hoạch chuyển đổi số", first_day=1, agency_id="000.00.31.H37")
+    theirs = _many(catalog, 5, "Kế hoạch chuyển đổi số", first_day=10, agency_id="G06.01")
+    page = catalog.search("chuyen doi so", tenant="000.00.31.H37")
+    assert _found(page) == mine[::-1] and (page.total, page.total_exact) == (3, True)
+    page = catalog.search("chuyển đổi", tenant="G06.01", per_page=2)
+    assert _found(page) == theirs[::-1][:2] and page.total == 5
+    assert _found(catalog.search("chuyen doi so", tenant="H40.01")) == []
+    assert catalog.search("ke hoach").total == 8
+
+
+def test_the_search_table_follows_the_documents(catalog: Catalog) -> None:
+    """PostgreSQL: the trigger of migration 0007 keeps ``documents_search`` in step."""
+    if catalog.dialect != "postgresql":
+        assert "documents_search" not in sa.inspect(catalog.engine).get_table_names()
+        return
+    doc = catalog.add_document(meta(subject="Thông báo lịch nghỉ Tết"), actor="vt")
+    assert _found(catalog.search("tet")) == [doc]
+    with catalog.session() as s:
+        s.execute(
+            sa.text(
+                "UPDATE documents SET subject_folded = 'thong bao lich truc', "
+                "issued_date = DATE '2020-01-01' WHERE id = :id"
+            ),
+            {"id": doc},
+        )
+    assert _found(catalog.search("tet")) == []
+    assert _found(catalog.search("lich truc")) == [doc]
+    with catalog.session() as s:
+        row = s.execute(
+            sa.text("SELECT issued_date FROM documents_search WHERE id = :id"), {"id": doc}
+        ).one()
+        assert row.issued_date == dt.date(2020, 1, 1)
+        s.execute(sa.text("DELETE FROM documents WHERE id = :id"), {"id": doc})
+    with catalog.session() as s:
+        assert s.scalar(sa.text("SELECT count(*) FROM documents_search")) == 0

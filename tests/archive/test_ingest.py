@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from kyso.archive.catalog import Catalog, NotFoundError, VersionOrderError
 from kyso.archive.errors import ObjectCorrupt
-from kyso.archive.ingest import Archive, IngestError
-from kyso.archive.metadata import DocumentMetadata, MetadataError
+from kyso.archive.ingest import Archive, IngestError, IngestResult, retention_period
+from kyso.archive.metadata import CaseFileMetadata, DocumentMetadata, MetadataError
 from kyso.archive.models import AuditEvent, Document, DocumentVersion
 from kyso.archive.storage import LocalStore, ObjectStore
 from tests.archive.test_migrations import DATABASES, catalog_for
@@ -198,3 +198,144 @@ def test_fixity_sweep_is_aggregated(archive: Archive, tmp_path: Path) -> None:
     with pytest.raises(ObjectCorrupt):
         archive.get(results[0].document_id, tmp_path / "nope.pdf", actor="x")
     assert not (tmp_path / "nope.pdf").exists()
+
+
+# -- tenancy of idempotency ---------------------------------------------------------------------
+
+
+def test_the_same_bytes_in_two_agencies_are_two_records(archive: Archive, tmp_path: Path) -> None:
+    """Agency B archiving the file it received from agency A gets a record of its own: the
+    "already archived?" check never hands out another agency's record."""
+    source = pdf(tmp_path, "shared.pdf")
+    mine = meta()
+    mine.agency_id = "G06.01"
+    first = archive.put(source, mine, actor="a")
+    theirs = meta()
+    theirs.agency_id = "H40.01"
+    other = archive.put(source, theirs, actor="b")
+    assert other.created and other.document_id != first.document_id
+    assert other.sha256 == first.sha256 and other.object_key == first.object_key
+    with archive.catalog.session() as s:
+        owners = dict(s.execute(sa.select(Document.id, Document.agency_id)).all())
+    assert owners == {first.document_id: "G06.01", other.document_id: "H40.01"}
+    # each agency's repeat finds its own record
+    again = meta()
+    again.agency_id = "H40.01"
+    repeat = archive.put(source, again, actor="b")
+    assert (repeat.document_id, repeat.created) == (other.document_id, False)
+    again_a = archive.put(source, meta(), actor="a")  # agency_id defaults to the issuer
+    assert (again_a.document_id, again_a.created) == (first.document_id, False)
+    # a document without agency (an incoming one archived without owner) is separate too
+    incoming = meta()
+    incoming.direction = "incoming"
+    unowned = archive.put(source, incoming, actor="c")
+    assert unowned.created and unowned.document_id not in owners
+    assert _count(archive.catalog, Document) == 3
+    # one object in the store (content-addressed), three records pointing to it
+    assert [o.key for o in archive.store.iter_objects() if o.key == first.object_key] == [
+        first.object_key
+    ]
+    assert archive.reconcile().ok
+
+
+# -- retention per the record's retention period -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("maintenance", "expected"),
+    [
+        ("10 năm", 10),
+        ("  70  NĂM ", 70),
+        ("5 nam", 5),
+        ("20 years", 20),
+        ("Vĩnh viễn", "permanent"),
+        ("VINH VIEN", "permanent"),
+        ("0 năm", None),
+        ("Theo quy định", None),
+        ("", None),
+        (None, None),
+        ("10 năm 5 tháng", None),
+    ],
+)
+def test_retention_period_of_a_maintenance(maintenance: str | None, expected: Any) -> None:
+    assert retention_period(maintenance) == expected
+
+
+def _case(catalog: Catalog, notation: str, maintenance: str) -> int:
+    return catalog.add_case(
+        CaseFileMetadata(
+            organ_id="G06.01",
+            file_catalog=2025,
+            file_notation=notation,
+            title=f"Hồ sơ {notation}",
+            maintenance=maintenance,
+        ),
+        actor="luutru",
+    )
+
+
+def test_retention_follows_the_case_files_period(
+    catalog: Catalog, local_store: LocalStore, clock: Any, tmp_path: Path
+) -> None:
+    archive = Archive(
+        catalog,
+        local_store,
+        retention_years=5,
+        retention_mode="COMPLIANCE",
+        permanent_retention_years=80,
+        now=clock,
+    )
+    ten = _case(catalog, "HS-10", "10 năm")
+    forever = _case(catalog, "HS-VV", "Vĩnh viễn")
+    _case(catalog, "HS-X", "Theo danh mục")
+
+    def years(result: IngestResult) -> int:
+        kept = local_store.stat(result.object_key).retention
+        assert kept is not None and kept.mode == "COMPLIANCE"
+        return kept.until.year - clock.now.year
+
+    loose = archive.put(pdf(tmp_path, "loose.pdf"), meta(1), actor="x")
+    assert years(loose) == 5  # no case file: the configured default
+    in_ten = archive.put(pdf(tmp_path, "ten.pdf"), meta(2), case=ten, actor="x")
+    assert years(in_ten) == 10
+    permanent = archive.put(pdf(tmp_path, "vv.pdf"), meta(3), case="G06.01.2025.HS-VV", actor="x")
+    assert years(permanent) == 80
+    other = archive.put(pdf(tmp_path, "x.pdf"), meta(4), case="G06.01.2025.HS-X", actor="x")
+    assert years(other) == 5  # a Maintenance that names no period: the default
+    # a new version of a document gets its case file's period; so does its verification report
+    archive.verifier = fake_report
+    sealed = archive.put(pdf(tmp_path, "ten-sealed.pdf"), document=in_ten.document_id, actor="x")
+    assert years(sealed) == 10
+    assert sealed.report_object_key is not None
+    report = local_store.stat(sealed.report_object_key).retention
+    assert report is not None and report.until.year - clock.now.year == 10
+    assert archive.retention_for_document(permanent.document_id) == archive.retention("Vĩnh viễn")
+    # the same bytes archived by another agency into a permanent case file: the shared object
+    # keeps the longer retention (never shortened)
+    theirs = meta(5)
+    theirs.agency_id = "H40.01"
+    shared = archive.put(tmp_path / "ten.pdf", theirs, case=forever, actor="y")
+    assert shared.created and shared.object_key == in_ten.object_key
+    assert years(shared) == 80
+    # retention disabled (0): nothing gets any, whatever the case file says
+    off = Archive(catalog, local_store, retention_years=0, now=clock)
+    none = off.put(pdf(tmp_path, "off.pdf"), meta(6), case=forever, actor="x")
+    assert local_store.stat(none.object_key).retention is None
+    with pytest.raises(ValueError):
+        Archive(catalog, local_store, permanent_retention_years=0)
+
+
+def test_duplicate_warnings_of_a_put(archive: Archive, tmp_path: Path) -> None:
+    first = archive.put(pdf(tmp_path, "one.pdf"), meta(), actor="vanthu")
+    assert first.duplicate_warnings == []
+    second = archive.put(pdf(tmp_path, "two.pdf"), meta(), actor="vanthu")  # same number
+    assert second.created
+    assert second.duplicate_warnings
+    assert {w.existing_id for w in second.duplicate_warnings} == {first.document_id}
+    with archive.catalog.session() as s:
+        details = s.scalars(
+            sa.select(AuditEvent.details_json)
+            .where(AuditEvent.subject == f"document:{second.document_id}")
+            .where(AuditEvent.action == "document.add")
+        ).one()
+    assert f'"existing":{first.document_id}' in details

@@ -32,6 +32,7 @@ import time
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from minio.error import S3Error
@@ -367,3 +368,31 @@ def test_s3_down_is_unavailable_quickly() -> None:
     assert "không sẵn sàng" in caught.value.message("vi")
     with pytest.raises(StoreUnavailable):
         store.exists(key_for(_sha(PDF)))
+
+
+def test_s3_readback_catches_a_server_that_stores_other_bytes(
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto accepts a PUT whose bytes do not match its ``x-amz-checksum-sha256`` (AWS S3 and
+    MinIO refuse it): with read-back on (the default) the put fails; with ``readback=false``
+    (for servers that verify checksums themselves) it does not, and the next read does."""
+    careful = open_store(moto_url(moto_endpoint, "kyso-readback-on"))
+    trusting = open_store(moto_url(moto_endpoint, "kyso-readback-off") + "&readback=false")
+    assert isinstance(careful, S3Store) and isinstance(trusting, S3Store)
+    assert careful.verify_readback and not trusting.verify_readback
+    for store in (careful, trusting):
+        real = store.client._put_object
+
+        def lying(bucket: str, key: str, data: bytes, headers: Any, **kw: Any) -> Any:
+            if "x-amz-checksum-sha256" in headers:  # the object, not a multipart part
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            return real(bucket, key, data, headers, **kw)
+
+        monkeypatch.setattr(store.client, "_put_object", lying)
+    body = b"%PDF-1.7\n" + os.urandom(256)
+    with pytest.raises(ObjectCorrupt):
+        careful.put(io.BytesIO(body))
+    stored = trusting.put(io.BytesIO(body))  # nothing read back: not detected here …
+    with pytest.raises(ObjectCorrupt):  # … but by every read (and so by the fixity sweep)
+        trusting.get(stored.key, tmp_path / "out.pdf")
+    assert not (tmp_path / "out.pdf").exists()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from kyso.api.accounts import AccountError, AccountNotFound
@@ -31,6 +31,10 @@ from kyso.i18n import t
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 Admin = Annotated[Principal, require("admin")]
+#: ids are PostgreSQL ``integer`` columns: outside 1..2**31-1 an id names nothing (422)
+MAX_ID = 2**31 - 1
+UserId = Annotated[int, Path(ge=1, le=MAX_ID, description="User id")]
+TokenId = Annotated[int, Path(ge=1, le=MAX_ID, description="Token id")]
 
 
 def _services(request: Request) -> Services:
@@ -89,7 +93,7 @@ def create_user(body: UserIn, request: Request, principal: Admin) -> dict[str, A
 
 
 @router.get("/users/{user_id}")
-def get_user(user_id: int, request: Request, principal: Admin) -> dict[str, Any]:
+def get_user(user_id: UserId, request: Request, principal: Admin) -> dict[str, Any]:
     try:
         return _services(request).accounts.get_user(user_id, agency=principal.agency).to_dict()
     except AccountError as e:
@@ -97,7 +101,7 @@ def get_user(user_id: int, request: Request, principal: Admin) -> dict[str, Any]
 
 
 @router.put("/users/{user_id}/roles")
-def set_roles(user_id: int, body: RolesIn, request: Request, principal: Admin) -> dict[str, Any]:
+def set_roles(user_id: UserId, body: RolesIn, request: Request, principal: Admin) -> dict[str, Any]:
     accounts = _services(request).accounts
     try:
         if user_id == principal.user_id and "admin" not in body.roles:
@@ -125,13 +129,13 @@ def _set_disabled(request: Request, principal: Principal, user_id: int, disabled
 
 
 @router.post("/users/{user_id}/disable")
-def disable_user(user_id: int, request: Request, principal: Admin) -> dict[str, Any]:
+def disable_user(user_id: UserId, request: Request, principal: Admin) -> dict[str, Any]:
     result: dict[str, Any] = _set_disabled(request, principal, user_id, True)
     return result
 
 
 @router.post("/users/{user_id}/enable")
-def enable_user(user_id: int, request: Request, principal: Admin) -> dict[str, Any]:
+def enable_user(user_id: UserId, request: Request, principal: Admin) -> dict[str, Any]:
     result: dict[str, Any] = _set_disabled(request, principal, user_id, False)
     return result
 
@@ -168,7 +172,7 @@ def list_tokens(request: Request, principal: CurrentPrincipal) -> dict[str, Any]
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: int, request: Request, principal: CurrentPrincipal) -> Response:
+def revoke_token(token_id: TokenId, request: Request, principal: CurrentPrincipal) -> Response:
     accounts = _services(request).accounts
     try:
         info = accounts.get_token(token_id, agency=principal.agency)

@@ -104,9 +104,12 @@ def search(
         )
     return {
         "total": result.total,
+        # false: counting stopped at a cap, there are more than `total` matches
+        "total_exact": result.total_exact,
         "page": result.page,
         "per_page": result.per_page,
         "pages": result.pages,
+        "has_next": result.has_next,
         "items": [_row(d) for d in result.items],
     }
 

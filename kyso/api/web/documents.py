@@ -388,11 +388,17 @@ async def document_page(document_id: int, request: Request) -> Response:
         page = await _call(_document_page, services, who.principal, document_id, locale)
     except (KysoError, Problem) as exc:
         return _failure(request, exc)
+    send_targets = None
+    if page["kind"] in ("sealed", "ltv_extended") and who.principal.has("clerk"):
+        from kyso.api.web.exchange import send_targets as targets_of  # imports this module
+
+        send_targets = await _call(targets_of, services, who.principal)
     return ui.render(
         request,
         "document.html.j2",
         title=page["doc"]["subject"],
         today=today_vn().isoformat(),
+        send_targets=send_targets,
         **page,
     )
 
@@ -729,9 +735,12 @@ def _search(
     latest = {d.id: v for d, v in latest_versions(services, principal.agency, ids=ids)}
     return {
         "rows": [_row(d, latest.get(d.id), locale) for d in found.items],
-        "total": found.total,
+        # counting stops at a cap: then "more than N", and a link to the page after
+        "total": found.total
+        if found.total_exact
+        else t("archive.search.more_than", locale=locale, count=found.total),
         "page": found.page,
-        "pages": found.pages,
+        "pages": found.pages if found.total_exact else max(found.pages, found.page) + 1,
     }
 
 
