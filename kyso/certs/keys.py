@@ -208,8 +208,13 @@ def _check_matches(label: str, public_key: PublicKeyTypes, certificate: x509.Cer
 
 
 def _to_asn1(certificate: x509.Certificate) -> asn1_x509.Certificate:
-    """The asn1crypto form of a cryptography certificate (what pyhanko wants)."""
-    return asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
+    """The asn1crypto form of a cryptography certificate (what pyhanko wants), parsed in full
+    now: asn1crypto parses lazily and not thread-safely, and a handle's certificate is shared
+    by every thread signing with it (a half-parsed field once showed as "No field numbered 1
+    is present in this PublicKeyInfo" under four signing threads)."""
+    cert = asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
+    _ = cert.native
+    return cert
 
 
 # --------------------------------------------------------------------------------------------

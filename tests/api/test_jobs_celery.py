@@ -131,7 +131,14 @@ def test_the_app_follows_the_rules(cworld: World) -> None:
 
 def test_the_beat_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
     schedule = beat_schedule(BeatSettings(_env_file=None))
-    assert set(schedule) == {"kyso-fixity-sweep", "kyso-ltv-renewal", "kyso-audit-anchor"}
+    assert set(schedule) == {
+        "kyso-fixity-sweep",
+        "kyso-ltv-renewal",
+        "kyso-audit-anchor",
+        "kyso-exchange-deliver",
+    }
+    assert schedule["kyso-exchange-deliver"]["schedule"] == dt.timedelta(minutes=1)
+    assert schedule["kyso-exchange-deliver"]["args"] == ("deliver", {})
     assert schedule["kyso-fixity-sweep"]["schedule"] == dt.timedelta(days=1)
     assert schedule["kyso-fixity-sweep"]["args"] == ("fixity", {"sample": 100})
     assert schedule["kyso-ltv-renewal"]["schedule"] == dt.timedelta(days=1)
@@ -144,6 +151,7 @@ def test_the_beat_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KYSO_BEAT_FIXITY_HOURS", "0")
     monkeypatch.setenv("KYSO_BEAT_ANCHOR_HOURS", "0.25")
     monkeypatch.setenv("KYSO_BEAT_RENEW_WITHIN_DAYS", "30")
+    monkeypatch.setenv("KYSO_BEAT_EXCHANGE_MINUTES", "0")
     changed = beat_schedule(BeatSettings(_env_file=None))
     assert set(changed) == {"kyso-ltv-renewal", "kyso-audit-anchor"}
     assert changed["kyso-audit-anchor"]["schedule"] == dt.timedelta(minutes=15)
