@@ -31,7 +31,6 @@ the unsigned tree, except when the signature does not verify: the header is then
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -64,6 +63,7 @@ from kyso.exchange._xml import (
     fingerprint,
     q,
     read_message,
+    run_sync,
     sign_envelope,
     write_base64,
 )
@@ -1202,7 +1202,7 @@ def parse_edxml(
     Attachments are decoded into temporary files (in ``workdir`` if given), deleted when the
     message is closed.
     """
-    return asyncio.run(
+    return run_sync(
         async_parse_edxml(
             data,
             trust_roots=trust_roots,

@@ -31,7 +31,6 @@ verdict and the reasons), all covered by the receiving agency's XML-DSig signatu
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
 import re
@@ -55,6 +54,7 @@ from kyso.exchange._xml import (
     check_signature,
     q,
     read_message,
+    run_sync,
     sign_envelope,
 )
 from kyso.exchange.codes import StatusCode
@@ -355,7 +355,7 @@ def parse_status(
     message; otherwise the verdict lists the reasons to reject it (signature, certificate,
     agency codes, signer not the answering agency when ``sender_certificates`` is given).
     A status message carries no attachment (any is refused as too many)."""
-    return asyncio.run(
+    return run_sync(
         async_parse_status(
             data,
             trust_roots=trust_roots,

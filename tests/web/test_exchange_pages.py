@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from kyso.api import exchange
 from kyso.archive.models import AuditEvent, Document
 from tests.api.service_helpers import make_seal_key
-from tests.web.conftest import AGENCY, OTHER_AGENCY, WebApp, new_document
+from tests.web.conftest import AGENCY, OTHER_AGENCY, WebApp, new_document, off_loop
 from tests.web.test_pages import csrf_in, logged_in
 
 DEAD_PEER = "000.00.00.H99"
@@ -66,7 +66,9 @@ def sealed(ready: WebApp, tmp_path_factory: pytest.TempPathFactory) -> int:
 
 
 def _deliver(app: WebApp) -> None:
-    exchange.retry_due(app.services)
+    # the library's asyncio.run cannot start in a thread where Playwright's loop runs (the
+    # browser tests of this session): off_loop runs it in a worker thread
+    off_loop(exchange.retry_due, app.services)
 
 
 def _outgoing(app: WebApp, document_id: int, recipient: str) -> list[dict[str, object]]:
@@ -317,7 +319,7 @@ def test_a_dead_message_is_marked_with_its_error_and_can_be_sent_again(
     app = ready
     clerk = app.users["clerk"][0]
     [message] = exchange.send(app.services, clerk, sealed, [DEAD_PEER])
-    result = exchange.deliver(app.services, message["id"])
+    result = off_loop(exchange.deliver, app.services, message["id"])
     assert result["state"] == "dead"  # the peer is down, one attempt allowed
     with logged_in(app, "clerk") as c:
         page = c.get("/exchange/outbox").text
@@ -401,7 +403,7 @@ def test_a_rejected_message_is_listed_with_its_reasons_and_no_buttons(
         original = fh.read()
     forged = original.replace(subject.encode(), "Công văn đã sửa đổi".encode())
     assert forged != original
-    received = exchange.receive(app.services, forged, via="test", recipient=OTHER_AGENCY)
+    received = off_loop(exchange.receive, app.services, forged, via="test", recipient=OTHER_AGENCY)
     assert received.code == "02" and received.document_id is None
     with logged_in(app, "clerk", others=True) as clerk_b:
         page = clerk_b.get("/exchange/inbox").text
