@@ -15,25 +15,27 @@
 * :func:`check_signature`: signxml's verification of that signature with the certificate
   found in the signature, then the certification path of that certificate built and checked
   against the caller's trust roots by pyhanko-certvalidator (as :mod:`kyso.signer` does).
+* :func:`read_and_check` (the two steps above, where every parser starts), :func:`check_sender`
+  and :func:`sync_twin` (a parser's synchronous form): what the edXML and status parsers share,
+  so that each of them only reads and checks its own part of the header.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import os
 import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal, TypeVar, cast
+from typing import IO, Any, BinaryIO, Literal, ParamSpec, TypeVar, cast
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -61,6 +63,7 @@ from signxml.exceptions import (
     SignXMLException,
 )
 
+from kyso.aio import run_sync
 from kyso.certs.keys import KeyHandle
 from kyso.certs.trust import TrustStore
 from kyso.exchange.errors import ExchangeSigningError, MalformedMessage, MessageTooLarge
@@ -71,15 +74,19 @@ __all__ = [
     "KYSO_NS",
     "NS",
     "XLINK_NS",
+    "CheckedMessage",
     "Limits",
     "RawAttachment",
     "RawMessage",
     "RevocationMode",
     "SignatureCheck",
     "TrustSettings",
+    "check_sender",
     "check_signature",
+    "read_and_check",
     "read_message",
     "sign_envelope",
+    "sync_twin",
 ]
 
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
@@ -706,6 +713,96 @@ def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
+# --------------------------------------------------------------------------------------------
+# Where every parser starts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckedMessage:
+    """A message read by :func:`read_message` whose signature :func:`check_signature` has
+    checked.  The attachments' temporary directory (``tmp``) is the caller's: to close, or to
+    hand on to what it returns."""
+
+    raw: RawMessage
+    check: SignatureCheck
+    tmp: TempDir
+
+    @property
+    def source(self) -> etree._Element:
+        """The envelope to read the message from: as the signature covers it, or as received
+        when the signature does not verify (so that a 02 rejection can still answer it; the
+        message is then not :attr:`signed` and the signature's reasons reject it)."""
+        return self.check.signed_xml if self.check.signed_xml is not None else self.raw.envelope
+
+    @property
+    def signed(self) -> bool:
+        """Whether :attr:`source` is the content the signature covers."""
+        return self.check.signed_xml is not None
+
+    @property
+    def envelope_id(self) -> str | None:
+        return self.raw.envelope.get("Id")
+
+
+async def read_and_check(
+    data: bytes | BinaryIO | Path,
+    trust: TrustSettings,
+    *,
+    limits: Limits,
+    workdir: Path | None = None,
+) -> CheckedMessage:
+    """Read a message defensively (MalformedMessage if it is not one) and check its signature
+    and the signer's certificate against ``trust``; the temporary directory is removed here
+    if that fails, else it is the caller's (:attr:`CheckedMessage.tmp`)."""
+    raw = read_message(data, limits=limits, workdir=workdir)
+    tmp = TempDir(raw.workdir)
+    try:
+        check = await check_signature(raw.envelope, trust)
+    except BaseException:
+        tmp.close()
+        raise
+    return CheckedMessage(raw=raw, check=check, tmp=tmp)
+
+
+def check_sender(
+    organ_id: str,
+    certificate: x509.Certificate | None,
+    sender_certificates: Mapping[str, Sequence[x509.Certificate]] | None,
+) -> list[Reason]:
+    """With known agency certificates, the signer must be one of the sender's."""
+    if sender_certificates is None or certificate is None:
+        return []
+    known = sender_certificates.get(organ_id)
+    if known is None:
+        return [Reason("exchange.reason.sender_unknown", {"organ_id": organ_id})]
+    if fingerprint(certificate) not in {fingerprint(c) for c in known}:
+        return [Reason("exchange.reason.signer_not_sender", {"organ_id": organ_id})]
+    return []
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def sync_twin(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The synchronous form of a parser ``async_<name>``, named ``<name>``: the same
+    parameters (for type checkers too), run to completion by :func:`kyso.aio.run_sync` (from
+    any thread).  Written once so that a twin cannot forget to pass on a parameter."""
+
+    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(coroutine_function(*args, **kwargs))
+
+    functools.update_wrapper(twin, coroutine_function)  # module, signature (``__wrapped__``)
+    twin.__name__ = coroutine_function.__name__.removeprefix("async_")
+    twin.__qualname__ = coroutine_function.__qualname__.removeprefix("async_")
+    twin.__doc__ = (
+        f"Synchronous twin of :func:`{coroutine_function.__name__}` (any thread: "
+        ":func:`kyso.aio.run_sync`)."
+    )
+    return twin
+
+
 def write_base64(
     out: Callable[[str], None],
     source: BinaryIO,
@@ -719,18 +816,3 @@ def write_base64(
         out(base64.b64encode(piece).decode("ascii"))
         if flush is not None:
             flush()
-
-
-T = TypeVar("T")
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion from synchronous code, also when this thread already runs an
-    event loop (an async web handler, a test driving a browser): then in a worker thread,
-    where ``asyncio.run`` may start its own loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()

@@ -59,12 +59,11 @@ from kyso.exchange._xml import (
     RevocationMode,
     TempDir,
     TrustSettings,
-    check_signature,
-    fingerprint,
+    check_sender,
     q,
-    read_message,
-    run_sync,
+    read_and_check,
     sign_envelope,
+    sync_twin,
     write_base64,
 )
 from kyso.exchange.codes import DEFAULT_CODE_TABLES, BusinessDocType, CodeTables
@@ -419,25 +418,12 @@ def metadata_from_header(
     anyway).  MetadataError if a field is invalid.
     """
     content = header.content if header.content and len(header.content) <= _DESCRIPTION_MAX else None
-    meta = DocumentMetadata(
-        organ_id=header.from_organ.organ_id,
-        code_number=header.code_number,
-        code_notation=header.code_notation,
-        issued_date=header.promulgation_date,
-        type_name=header.type_name,
-        organ_name=header.from_organ.organ_name,
-        subject=header.subject,
-        direction="incoming",
+    meta = dataclasses.replace(
+        _header_metadata(header, "incoming"),
         document_id=header.document_id,
         agency_id=agency_id,
-        page_amount=header.page_amount,
         description=content,
-        signer_position=header.signer_position,
-        signer_full_name=header.signer_full_name,
-        to=[Recipient(organ_name=o.organ_name, organ_id=o.organ_id) for o in header.to],
         urgency=code_tables.urgency_of(header.priority),
-        issued_amount=header.promulgation_amount,
-        due_date=header.due_date,
         arrival_date=arrival_date,
         arrival_number=str(arrival_number),
         to_places=[Recipient(organ_name=name) for name in header.to_places],
@@ -446,8 +432,9 @@ def metadata_from_header(
     return meta.validate()
 
 
-def _sender_view(header: MessageHeader) -> DocumentMetadata:
-    """The header as the sender's outgoing metadata, for validation."""
+def _header_metadata(header: MessageHeader, direction: str) -> DocumentMetadata:
+    """The Appendix VI fields every header carries, as archive metadata: the sender's view
+    (``outgoing``, to validate a header) or the start of the receiver's record (``incoming``)."""
     return DocumentMetadata(
         organ_id=header.from_organ.organ_id,
         code_number=header.code_number,
@@ -456,7 +443,7 @@ def _sender_view(header: MessageHeader) -> DocumentMetadata:
         type_name=header.type_name,
         organ_name=header.from_organ.organ_name,
         subject=header.subject,
-        direction="outgoing",
+        direction=direction,
         page_amount=header.page_amount,
         signer_position=header.signer_position,
         signer_full_name=header.signer_full_name,
@@ -474,7 +461,7 @@ def check_header(
     """What is wrong with a header's metadata (empty when nothing)."""
     reasons: list[Reason] = []
     try:
-        meta = _sender_view(header).validate()
+        meta = _header_metadata(header, "outgoing").validate()
         for hop in trace:
             parse_agency_code(hop.organ_id, "TraceHeader.OrganId")
         for answered in header.response_for:
@@ -1098,22 +1085,6 @@ def _match_attachments(
     return tuple(received)
 
 
-def check_sender(
-    organ_id: str,
-    certificate: x509.Certificate | None,
-    sender_certificates: Mapping[str, Sequence[x509.Certificate]] | None,
-) -> list[Reason]:
-    """With known agency certificates, the signer must be one of the sender's."""
-    if sender_certificates is None or certificate is None:
-        return []
-    known = sender_certificates.get(organ_id)
-    if known is None:
-        return [Reason("exchange.reason.sender_unknown", {"organ_id": organ_id})]
-    if fingerprint(certificate) not in {fingerprint(c) for c in known}:
-        return [Reason("exchange.reason.signer_not_sender", {"organ_id": organ_id})]
-    return []
-
-
 async def async_parse_edxml(
     data: bytes | BinaryIO | Path,
     *,
@@ -1129,63 +1100,8 @@ async def async_parse_edxml(
     limits: Limits | None = None,
     workdir: Path | None = None,
 ) -> EdxmlMessage:
-    """Read and check an edXML message (see :func:`parse_edxml`)."""
-    trust = TrustSettings.of(
-        trust_roots,
-        at=at,
-        revocation_mode=revocation_mode,
-        allow_fetching=allow_fetching,
-        crls=tuple(crls),
-        ocsps=tuple(ocsps),
-        fetcher_backend=fetcher_backend,
-    )
-    raw = read_message(data, limits=limits or Limits(), workdir=workdir)
-    tmp = TempDir(raw.workdir)
-    try:
-        check = await check_signature(raw.envelope, trust)
-        reasons = list(check.reasons)
-        source = check.signed_xml if check.signed_xml is not None else raw.envelope
-        header, trace, business = _read_header(source)
-        manifest = _read_manifest(source)
-        attachments = _match_attachments(raw, manifest, reasons)
-        reasons.extend(check_header(header, trace, code_tables))
-        reasons.extend(
-            check_sender(header.from_organ.organ_id, check.certificate, sender_certificates)
-        )
-        return EdxmlMessage(
-            header=header,
-            trace=trace,
-            business=business,
-            attachments=attachments,
-            signer_certificate=check.certificate,
-            signer_path=check.path,
-            verdict=Verdict(tuple(reasons)),
-            signed=check.signed_xml is not None,
-            envelope_id=raw.envelope.get("Id"),
-            message_sha256=raw.message_sha256,
-            _tmp=tmp,
-        )
-    except BaseException:
-        tmp.close()
-        raise
-
-
-def parse_edxml(
-    data: bytes | BinaryIO | Path,
-    *,
-    trust_roots: TrustStore | Iterable[x509.Certificate],
-    at: dt.datetime | None = None,
-    revocation_mode: RevocationMode = "soft-fail",
-    allow_fetching: bool = False,
-    crls: Sequence[bytes] = (),
-    ocsps: Sequence[bytes] = (),
-    fetcher_backend: Any = None,
-    sender_certificates: Mapping[str, Sequence[x509.Certificate]] | None = None,
-    code_tables: CodeTables = DEFAULT_CODE_TABLES,
-    limits: Limits | None = None,
-    workdir: Path | None = None,
-) -> EdxmlMessage:
-    """Read an edXML message defensively and check it.
+    """Read an edXML message defensively and check it (:func:`parse_edxml` from synchronous
+    code).
 
     Raises :class:`MalformedMessage` (or :class:`MessageTooLarge`) when the input is not an
     edXML message kyso can read: not XML, a DTD (external entities, entity bombs), over a
@@ -1202,19 +1118,41 @@ def parse_edxml(
     Attachments are decoded into temporary files (in ``workdir`` if given), deleted when the
     message is closed.
     """
-    return run_sync(
-        async_parse_edxml(
-            data,
-            trust_roots=trust_roots,
-            at=at,
-            revocation_mode=revocation_mode,
-            allow_fetching=allow_fetching,
-            crls=crls,
-            ocsps=ocsps,
-            fetcher_backend=fetcher_backend,
-            sender_certificates=sender_certificates,
-            code_tables=code_tables,
-            limits=limits,
-            workdir=workdir,
-        )
+    trust = TrustSettings.of(
+        trust_roots,
+        at=at,
+        revocation_mode=revocation_mode,
+        allow_fetching=allow_fetching,
+        crls=tuple(crls),
+        ocsps=tuple(ocsps),
+        fetcher_backend=fetcher_backend,
     )
+    message = await read_and_check(data, trust, limits=limits or Limits(), workdir=workdir)
+    try:
+        reasons = list(message.check.reasons)
+        header, trace, business = _read_header(message.source)
+        manifest = _read_manifest(message.source)
+        attachments = _match_attachments(message.raw, manifest, reasons)
+        reasons.extend(check_header(header, trace, code_tables))
+        reasons.extend(
+            check_sender(header.from_organ.organ_id, message.check.certificate, sender_certificates)
+        )
+        return EdxmlMessage(
+            header=header,
+            trace=trace,
+            business=business,
+            attachments=attachments,
+            signer_certificate=message.check.certificate,
+            signer_path=message.check.path,
+            verdict=Verdict(tuple(reasons)),
+            signed=message.signed,
+            envelope_id=message.envelope_id,
+            message_sha256=message.raw.message_sha256,
+            _tmp=message.tmp,  # the attachments' files live as long as the message
+        )
+    except BaseException:
+        message.tmp.close()
+        raise
+
+
+parse_edxml = sync_twin(async_parse_edxml)

@@ -49,13 +49,12 @@ from kyso.exchange._xml import (
     KYSO_NS,
     Limits,
     RevocationMode,
-    TempDir,
     TrustSettings,
-    check_signature,
+    check_sender,
     q,
-    read_message,
-    run_sync,
+    read_and_check,
     sign_envelope,
+    sync_twin,
 )
 from kyso.exchange.codes import StatusCode
 from kyso.exchange.edxml import (
@@ -70,7 +69,6 @@ from kyso.exchange.edxml import (
     _staff,
     _sub,
     _write_message,
-    check_sender,
     format_timestamp,
     new_envelope,
     read_response_for,
@@ -92,6 +90,8 @@ __all__ = [
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERDICT = re.compile(r"[A-Z_]{1,40}")
 _SHA256 = "sha256"
+_STATUS_LIMITS = Limits(max_message_bytes=4 * 1024 * 1024, max_attachments=0)
+"""A status message is small and carries no attachment."""
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,12 @@ async def async_parse_status(
     sender_certificates: Mapping[str, Sequence[x509.Certificate]] | None = None,
     limits: Limits | None = None,
 ) -> ParsedStatus:
-    """Read and check a status message (see :func:`parse_status`)."""
+    """Read a status message defensively and check it (:func:`parse_status` from synchronous
+    code), with the same rules as :func:`kyso.exchange.edxml.async_parse_edxml`:
+    MalformedMessage for input that is not a status message; otherwise the verdict lists the
+    reasons to reject it (signature, certificate, agency codes, signer not the answering
+    agency when ``sender_certificates`` is given).  A status message carries no attachment
+    (any is refused as too many)."""
     trust = TrustSettings.of(
         trust_roots,
         at=at,
@@ -305,67 +310,39 @@ async def async_parse_status(
         ocsps=tuple(ocsps),
         fetcher_backend=fetcher_backend,
     )
-    limits = limits or Limits(max_message_bytes=4 * 1024 * 1024, max_attachments=0)
-    raw = read_message(data, limits=limits)
-    tmp = TempDir(raw.workdir)
+    message = await read_and_check(data, trust, limits=limits or _STATUS_LIMITS)
     try:
-        check = await check_signature(raw.envelope, trust)
-        reasons = list(check.reasons)
-        source = check.signed_xml if check.signed_xml is not None else raw.envelope
-        status = _read_status(source)
-        for field_name, organ_id in (
-            ("From.OrganId", status.from_organ.organ_id),
-            ("ResponseFor.OrganId", status.response_for.organ_id),
-        ):
-            try:
-                parse_agency_code(organ_id, field_name)
-            except MetadataError as exc:
-                reasons.append(Reason(exc.code, dict(exc.params)))
+        reasons = list(message.check.reasons)
+        status = _read_status(message.source)
+        reasons.extend(_agency_code_reasons(status))
         reasons.extend(
-            check_sender(status.from_organ.organ_id, check.certificate, sender_certificates)
+            check_sender(status.from_organ.organ_id, message.check.certificate, sender_certificates)
         )
         return ParsedStatus(
             status=status,
-            signer_certificate=check.certificate,
-            signer_path=check.path,
+            signer_certificate=message.check.certificate,
+            signer_path=message.check.path,
             verdict=Verdict(tuple(reasons)),
-            signed=check.signed_xml is not None,
-            envelope_id=raw.envelope.get("Id"),
-            received_sha256=raw.message_sha256,
+            signed=message.signed,
+            envelope_id=message.envelope_id,
+            received_sha256=message.raw.message_sha256,
         )
     finally:
-        tmp.close()
+        message.tmp.close()
 
 
-def parse_status(
-    data: bytes | BinaryIO | Path,
-    *,
-    trust_roots: TrustStore | Iterable[x509.Certificate],
-    at: dt.datetime | None = None,
-    revocation_mode: RevocationMode = "soft-fail",
-    allow_fetching: bool = False,
-    crls: Sequence[bytes] = (),
-    ocsps: Sequence[bytes] = (),
-    fetcher_backend: Any = None,
-    sender_certificates: Mapping[str, Sequence[x509.Certificate]] | None = None,
-    limits: Limits | None = None,
-) -> ParsedStatus:
-    """Read a status message defensively and check it, with the same rules as
-    :func:`kyso.exchange.edxml.parse_edxml`: MalformedMessage for input that is not a status
-    message; otherwise the verdict lists the reasons to reject it (signature, certificate,
-    agency codes, signer not the answering agency when ``sender_certificates`` is given).
-    A status message carries no attachment (any is refused as too many)."""
-    return run_sync(
-        async_parse_status(
-            data,
-            trust_roots=trust_roots,
-            at=at,
-            revocation_mode=revocation_mode,
-            allow_fetching=allow_fetching,
-            crls=crls,
-            ocsps=ocsps,
-            fetcher_backend=fetcher_backend,
-            sender_certificates=sender_certificates,
-            limits=limits,
-        )
-    )
+def _agency_code_reasons(status: StatusMessage) -> list[Reason]:
+    """The agency codes of a received status that are not valid (its sender may not be kyso)."""
+    reasons: list[Reason] = []
+    for field_name, organ_id in (
+        ("From.OrganId", status.from_organ.organ_id),
+        ("ResponseFor.OrganId", status.response_for.organ_id),
+    ):
+        try:
+            parse_agency_code(organ_id, field_name)
+        except MetadataError as exc:
+            reasons.append(Reason(exc.code, dict(exc.params)))
+    return reasons
+
+
+parse_status = sync_twin(async_parse_status)

@@ -45,7 +45,6 @@ State in ``work_dir``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -84,6 +83,7 @@ from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBacken
 from pyhanko_certvalidator.fetchers.api import FetcherBackend
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
+from kyso.aio import run_sync
 from kyso.certs.errors import TSAError
 from kyso.errors import KysoError
 from kyso.signer.errors import (
@@ -255,8 +255,8 @@ async def prepare(
 
 
 def prepare_sync(source: Path, **kw: Any) -> PreparedSignature:
-    """Synchronous twin of :func:`prepare` (not for use inside a running event loop)."""
-    return asyncio.run(prepare(source, **kw))
+    """Synchronous twin of :func:`prepare` (any thread: :func:`kyso.aio.run_sync`)."""
+    return run_sync(prepare(source, **kw))
 
 
 # -- complete --------------------------------------------------------------------------------
@@ -364,8 +364,8 @@ async def complete(
 
 
 def complete_sync(handle: str, **kw: Any) -> SignResult:
-    """Synchronous twin of :func:`complete` (not for use inside a running event loop)."""
-    return asyncio.run(complete(handle, **kw))
+    """Synchronous twin of :func:`complete` (any thread: :func:`kyso.aio.run_sync`)."""
+    return run_sync(complete(handle, **kw))
 
 
 def discard(handle: str, *, work_dir: Path) -> None:

@@ -66,6 +66,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 
+from kyso.aio import run_sync
 from kyso.signer import fonts
 from kyso.signer.appearance import (
     AppearanceError,
@@ -779,9 +780,8 @@ async def async_prepare_register_fields(
 
 def prepare_register_fields(source: Path, target: Path, **kw: Any) -> RegisterFields:
     """Synchronous twin of :func:`async_prepare_register_fields`."""
-    import asyncio
 
-    return asyncio.run(async_prepare_register_fields(source, target, **kw))
+    return run_sync(async_prepare_register_fields(source, target, **kw))
 
 
 # -- filling them (after the person signed, before the agency seal) ---------------------------
@@ -1142,9 +1142,8 @@ def fill_register_fields(
     is_agency: Callable[[x509.Certificate], bool] = _is_agency,
 ) -> tuple[str, str]:
     """Synchronous twin of :func:`async_fill_register_fields` (not inside an event loop)."""
-    import asyncio
 
-    return asyncio.run(
+    return run_sync(
         async_fill_register_fields(
             source,
             target,

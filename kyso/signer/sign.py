@@ -12,7 +12,6 @@ Only incremental updates are ever written, so earlier signatures stay intact.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import enum
@@ -48,6 +47,7 @@ from pyhanko_certvalidator.errors import (
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
 from pyhanko_certvalidator.fetchers.api import FetcherBackend
 
+from kyso.aio import run_sync
 from kyso.certs.errors import TSAError
 from kyso.certs.identity import display_name
 from kyso.certs.keys import KeyHandle
@@ -389,8 +389,8 @@ class DocumentSigner:
         )
 
     def sign(self, source: Path, target: Path, options: SignOptions) -> SignResult:
-        """Synchronous twin of :meth:`async_sign` (not for use inside a running event loop)."""
-        return asyncio.run(self.async_sign(source, target, options))
+        """Synchronous twin of :meth:`async_sign` (see :func:`kyso.aio.run_sync`)."""
+        return run_sync(self.async_sign(source, target, options))
 
     async def _sign_once(
         self,
@@ -499,7 +499,7 @@ class DocumentSigner:
 
     def extend(self, source: Path, target: Path, level: Level) -> SignResult:
         """Synchronous twin of :meth:`async_extend`."""
-        return asyncio.run(self.async_extend(source, target, level))
+        return run_sync(self.async_extend(source, target, level))
 
     async def _extend(self, source: Path, target: Path, level: Level) -> SignResult:
         source, target = Path(source), Path(target)
@@ -572,7 +572,7 @@ class DocumentSigner:
 
     def timestamp(self, source: Path, target: Path) -> SignResult:
         """Synchronous twin of :meth:`async_timestamp`."""
-        return asyncio.run(self.async_timestamp(source, target))
+        return run_sync(self.async_timestamp(source, target))
 
     async def _timestamp(self, source: Path, target: Path) -> SignResult:
         source, target = Path(source), Path(target)

@@ -242,9 +242,12 @@ def tamper(data: bytes) -> bytes:
 # -- the browser -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session (Debian's package, no download)."""
+    """One headless Chromium per test module (Debian's package, no download).  Not per
+    session: Playwright's sync API keeps an event loop running in the test thread while it is
+    open, and the modules that run after the browser tests in the same process (pytest-xdist
+    hands whole files to each process) call synchronous code that starts loops of its own."""
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):

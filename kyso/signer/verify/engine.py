@@ -21,7 +21,6 @@ header) raises :class:`VerifyInputError` (exit code 3).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -88,6 +87,7 @@ from pyhanko_certvalidator.policy_decl import (
 )
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
+from kyso.aio import run_sync
 from kyso.certs.identity import identity_of
 from kyso.errors import KysoError
 from kyso.signer.verify import changes as change_mod
@@ -1321,5 +1321,5 @@ def _conclude(report: VerificationReport, verifier: _Verifier) -> VerificationRe
 
 
 def verify(source: str | os.PathLike[str], policy: VerifyPolicy) -> VerificationReport:
-    """Synchronous :func:`async_verify` (not from inside a running event loop)."""
-    return asyncio.run(async_verify(source, policy))
+    """Synchronous :func:`async_verify` (any thread: :func:`kyso.aio.run_sync`)."""
+    return run_sync(async_verify(source, policy))
