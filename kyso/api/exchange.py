@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -44,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import httpx
 import sqlalchemy as sa
@@ -66,6 +67,7 @@ from kyso.exchange.edxml import (
     Business,
     EdxmlMessage,
     Organ,
+    ReceivedAttachment,
     ResponseFor,
     TraceHeader,
     header_from_metadata,
@@ -139,6 +141,13 @@ class ExchangeSettings(BaseSettings):
     )
     max_message_bytes: int = Field(
         200 * 1024 * 1024, gt=0, description="Largest edXML message the inbox accepts."
+    )
+    inbox_rate_limit: int = Field(
+        120,
+        ge=0,
+        description="Messages a minute the peer inbox (POST /api/v1/exchange/inbox and "
+        "/status, no account) takes from one client address; more are answered 429 with "
+        "Retry-After, which a sending kyso retries later (0: no limit).",
     )
     client_cert: Path | None = Field(None, description="mTLS: this instance's client cert (PEM).")
     client_key: Path | None = Field(None, description="mTLS: the client certificate's key (PEM).")
@@ -223,6 +232,7 @@ incoming = sa.Table(
     ),
     sa.Column("accepted", sa.Boolean, nullable=False),
     sa.Column("verdict", sa.JSON, nullable=False),
+    sa.Column("attachments", sa.JSON, nullable=True),  # migration 0008
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("answer_key", sa.String(100), nullable=False),
     sa.Column("answer_code", sa.String(2), nullable=False),
@@ -705,6 +715,50 @@ def _queue(
     return ids
 
 
+MAX_ATTACHMENTS = 20
+"""Files sent with one document, besides the document itself."""
+
+
+def _is_pdf(item: Attachment | ReceivedAttachment) -> bool:
+    return item.content_type == "application/pdf" or item.name.lower().endswith(".pdf")
+
+
+def _sealed_attachments(
+    services: Services,
+    principal: Principal,
+    source: _Source,
+    attachments: Sequence[Attachment],
+    work: Path,
+) -> list[Attachment]:
+    """The attachments as they travel: a PDF without a signature gets the agency's signature
+    with the document's number and symbol (Decree 30/2020, Appendix I; the receiving kyso
+    verifies every PDF and refuses an unsigned one); a signed PDF or another file (a
+    spreadsheet, a text document) goes as it is."""
+    from kyso.api.workflow import seal_attachment
+    from kyso.signer.register import number_text
+
+    files: list[Attachment] = []
+    stamp = number_text(source.meta.code_number or "", source.meta.code_notation or "")
+    for index, item in enumerate(attachments):
+        if not _is_pdf(item):
+            files.append(item)
+            continue
+        plain = work / f"attachment-{index}.pdf"
+        with item.open() as fh, plain.open("wb") as out:
+            shutil.copyfileobj(fh, out)
+        sealed = work / f"attachment-{index}-sealed.pdf"
+        seal_attachment(services, principal, plain, sealed, stamp)
+        files.append(
+            Attachment(
+                name=item.name,
+                path=sealed,
+                content_type="application/pdf",
+                description=item.description,
+            )
+        )
+    return files
+
+
 def send(
     services: Services,
     principal: Principal,
@@ -724,14 +778,17 @@ def send(
         raise Problem(422, "validation", t("exchange_service.send.use_recall"))
     source = _sendable(services, principal, document_id)
     organs = _recipient_organs(services, principal, recipients)
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise Problem(422, "validation", t("exchange_service.send.too_many", max=MAX_ATTACHMENTS))
     with _workspace() as work:
+        files = _sealed_attachments(services, principal, source, attachments, work)
         path = _build(
             services,
             principal,
             source,
             organs,
             business=Business(doc_type=business, reason=reason),
-            attachments=attachments,
+            attachments=files,
             with_document=True,
             work=work,
         )
@@ -1171,7 +1228,7 @@ def _verify_pdfs(
     reasons: list[Reason] = []
     reports: dict[str, dict[str, Any]] = {}
     for item in message.attachments:
-        if item.content_type != "application/pdf" and not item.name.lower().endswith(".pdf"):
+        if not _is_pdf(item):
             continue
         try:
             report = verify(item.path, policy).to_dict()
@@ -1389,6 +1446,9 @@ def _receive_parsed(
             reports[main.content_id], ensure_ascii=False, sort_keys=True, indent=1
         ).encode()
         report_key, _, _ = _store_bytes(services, report_bytes, "application/json")
+    files: list[dict[str, Any]] | None = None
+    if accepted and business is not BusinessDocType.RECALL:
+        files = _keep_attachments(services, message, main, pdf_key, reports)
     verdict_json = {
         "accepted": accepted,
         "signed": message.signed,
@@ -1414,11 +1474,11 @@ def _receive_parsed(
                 meta = metadata_from_header(
                     header, now_vn.date(), number, agency_id=agency, trace=trace
                 )
-                document_id = services.catalog._insert_document(s, meta, None, actor)
-                version_id = services.catalog._insert_version(
+                document_id = services.catalog.insert_document(s, meta, None, actor)
+                version_id = services.catalog.insert_version(
                     s, document_id, "received", pdf_key, main.sha256, main.size, actor
                 )
-                services.catalog._insert_report(
+                services.catalog.insert_report(
                     s, version_id, reports[main.content_id], actor, report_key
                 )
                 if business is not BusinessDocType.NEW:
@@ -1454,6 +1514,7 @@ def _receive_parsed(
                     document_id=document_id if original is None else original.get("document_id"),
                     accepted=accepted,
                     verdict=verdict_json,
+                    attachments=files,
                     state=("received" if business is not BusinessDocType.RECALL else "recall")
                     if accepted
                     else "rejected",
@@ -1503,6 +1564,42 @@ def _receive_parsed(
         document_id=document_id,
         created=True,
     )
+
+
+def _keep_attachments(
+    services: Services,
+    message: EdxmlMessage,
+    main: ReceivedAttachment | None,
+    main_key: str | None,
+    reports: Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every file of an accepted message archived as an object (content-addressed, with the
+    archive's retention; the document itself is already stored as ``main_key``): what the
+    incoming row lists and :func:`open_incoming_attachment` serves."""
+    files: list[dict[str, Any]] = []
+    for index, item in enumerate(message.attachments):
+        is_main = main is not None and item.content_id == main.content_id
+        if is_main and main_key is not None:
+            key = main_key
+        else:
+            key, sha256, _ = _store_bytes(services, item.path, item.content_type)
+            if sha256 != item.sha256:
+                raise Problem(503, "unavailable", t("exchange_service.store_mismatch"))
+        report = reports.get(item.content_id)
+        files.append(
+            {
+                "index": index,
+                "name": item.name,
+                "content_type": item.content_type,
+                "description": item.description,
+                "size": item.size,
+                "sha256": item.sha256,
+                "object_key": key,
+                "main": is_main,
+                "indication": report.get("indication") if report else None,
+            }
+        )
+    return files
 
 
 def _accepted_incoming(
@@ -1915,6 +2012,10 @@ def _incoming_dict(row: Any) -> dict[str, Any]:
         "document_id": row["document_id"],
         "accepted": row["accepted"],
         "verdict": row["verdict"],
+        "attachments": [
+            {k: v for k, v in item.items() if k != "object_key"}
+            for item in row["attachments"] or []
+        ],
         "state": row["state"],
         "answer_code": row["answer_code"],
         "message_sha256": row["message_sha256"],
@@ -1959,6 +2060,36 @@ def incoming_message(services: Services, principal: Principal, incoming_id: int)
         )
     result["statuses"] = [_status_dict(r) for r in rows]
     return result
+
+
+@contextmanager
+def open_incoming_attachment(
+    services: Services, principal: Principal, incoming_id: int, index: int
+) -> Iterator[tuple[dict[str, Any], BinaryIO]]:
+    """File number ``index`` (as listed in the incoming message's ``attachments``) of a
+    message the caller agency received: its description and a stream of its bytes, checked
+    against the SHA-256 recorded at arrival as it is read (:class:`ObjectCorrupt` at the end
+    otherwise).  The access is written in the audit log."""
+    _require(principal, READERS)
+    with services.catalog.session() as s:
+        row = s.execute(sa.select(incoming).where(incoming.c.id == incoming_id)).mappings().first()
+    if row is None or row["agency_id"] != principal.agency:
+        raise _not_found("incoming", incoming_id)
+    found = [f for f in row["attachments"] or [] if f.get("index") == index]
+    if not found:
+        raise _not_found("attachment", f"{incoming_id}/{index}")
+    info = dict(found[0])
+    key = info.pop("object_key")
+    with services.catalog.session() as s:
+        audit.append(
+            s,
+            principal.actor,
+            "exchange.attachment.read",
+            f"exchange:incoming:{incoming_id}",
+            {"index": index, "name": info["name"], "sha256": info["sha256"]},
+        )
+    with services.store.open(key) as fh:
+        yield info, fh
 
 
 def receipt(services: Services, principal: Principal, outgoing_id: int, index: int) -> bytes:

@@ -1031,6 +1031,48 @@ def seal(
         )
 
 
+def seal_attachment(
+    services: Services,
+    principal: Principal,
+    source: Path,
+    target: Path,
+    number_and_symbol: str,
+    *,
+    level: str = "B-LT",
+) -> bool:
+    """An attachment sent as a separate file gets the agency's signature (Decree 30/2020,
+    Appendix I): top right of its first page, no image, the document's number and symbol
+    (``number_and_symbol``, e.g. ``"Số: 15/QĐ-BNV"``) and the signing time.  A PDF that already
+    carries a signature is left as it is (its signer chose; the receiver verifies it): then
+    ``target`` is a copy of ``source`` and the answer is False.  Not a PDF, damaged or
+    encrypted: :class:`~kyso.signer.errors.BadInputError` (422)."""
+    import shutil
+
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    from kyso.api.accounts import open_agency_key
+    from kyso.signer.appearance import TextStampAppearance
+    from kyso.signer.errors import BadInputError
+    from kyso.signer.sign import SignOptions, open_pdf
+
+    _require(principal, CLERKS)
+    wanted = _level(level)
+    with open_pdf(source) as fh:
+        try:
+            signed = bool(PdfFileReader(fh, strict=False).embedded_signatures)
+        except Exception as exc:  # pyHanko's reader raises many kinds on a damaged file
+            raise BadInputError("signer.input.damaged", path=source.name, reason=str(exc)) from exc
+    if signed:
+        shutil.copyfile(source, target)
+        return False
+    handle = open_agency_key(services, principal)
+    options = SignOptions(
+        level=wanted, appearance=TextStampAppearance.attachment(number_and_symbol)
+    )
+    _sign(services, handle, source, target, options)
+    return True
+
+
 # -- verification, extension, reading -------------------------------------------------------------
 
 

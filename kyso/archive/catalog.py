@@ -311,9 +311,9 @@ class Catalog:
         the audit event; ask :meth:`duplicates` first to warn the user."""
         meta.validate()
         with self.session(write=True) as s:
-            return self._insert_document(s, meta, case, actor)
+            return self.insert_document(s, meta, case, actor)
 
-    def _insert_document(
+    def insert_document(
         self,
         s: Session,
         meta: DocumentMetadata,
@@ -389,9 +389,9 @@ class Catalog:
         if size < 0 or not object_key:
             raise CatalogError("archive.catalog.version.object", key=object_key)
         with self.session(write=True) as s:
-            return self._insert_version(s, document_id, kind, object_key, digest, size, actor)
+            return self.insert_version(s, document_id, kind, object_key, digest, size, actor)
 
-    def _insert_version(
+    def insert_version(
         self,
         s: Session,
         document_id: int,
@@ -463,9 +463,9 @@ class Catalog:
         if indication not in {"TOTAL_PASSED", "TOTAL_FAILED", "INDETERMINATE"}:
             raise CatalogError("archive.catalog.report.invalid", value=str(indication))
         with self.session(write=True) as s:
-            return self._insert_report(s, version_id, report, actor, report_object_key)
+            return self.insert_report(s, version_id, report, actor, report_object_key)
 
-    def _insert_report(
+    def insert_report(
         self,
         s: Session,
         version_id: int,

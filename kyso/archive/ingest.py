@@ -476,7 +476,7 @@ class Archive:
                     # Another process archived the same bytes since the check above: theirs
                     # is the record.  Our report (an object already written) is kept with it.
                     if report is not None:
-                        self.catalog._insert_report(s, raced.id, report, actor, report_key)
+                        self.catalog.insert_report(s, raced.id, report, actor, report_key)
                     lost_race: DocumentVersion | None = raced
                 else:
                     lost_race = None
@@ -485,14 +485,14 @@ class Archive:
                         # Appendix VI duplicates, asked once, in the transaction that
                         # inserts (returned to the caller and recorded in the audit event)
                         warnings = self.catalog._duplicates(s, metadata)
-                        doc_id = self.catalog._insert_document(s, metadata, case, actor, warnings)
+                        doc_id = self.catalog.insert_document(s, metadata, case, actor, warnings)
                     else:
                         doc_id = document
-                    version_id = self.catalog._insert_version(
+                    version_id = self.catalog.insert_version(
                         s, doc_id, kind, stored.key, sha256, size, actor
                     )
                     if report is not None:
-                        self.catalog._insert_report(s, version_id, report, actor, report_key)
+                        self.catalog.insert_report(s, version_id, report, actor, report_key)
                     seq = s.get(DocumentVersion, version_id)
                     version_seq = seq.seq if seq is not None else 1
         except sa.exc.IntegrityError:

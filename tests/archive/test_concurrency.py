@@ -51,8 +51,8 @@ CHILD = textwrap.dedent(
         return run
 
     catalog = Catalog(url, schema=schema or None)
-    catalog._insert_document = slowed(catalog._insert_document)
-    catalog._insert_version = slowed(catalog._insert_version)
+    catalog.insert_document = slowed(catalog.insert_document)
+    catalog.insert_version = slowed(catalog.insert_version)
     archive = Archive(catalog, LocalStore(root), verifier=slow_verifier)
     Path(ready).touch()
     while not Path(go).exists():
