@@ -38,6 +38,7 @@ import io
 import json
 import logging
 import shutil
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -1007,18 +1008,35 @@ def _finish(
     return {"id": row["id"], "state": state, "attempts": row["attempts"], "error": error}
 
 
+def _tls_context(settings: ExchangeSettings) -> ssl.SSLContext:
+    """The TLS context towards peers: the system's CAs or ``CA_BUNDLE``, and the client
+    certificate for mTLS.  Built here, not with httpx's ``verify=<path>`` / ``cert=`` (both
+    deprecated; with a CA path, httpx 0.28 returns before loading the client certificate,
+    so mTLS through a private CA silently sent none)."""
+    if settings.ca_bundle is not None:
+        bundle = Path(settings.ca_bundle)
+        if bundle.is_dir():
+            context = ssl.create_default_context(capath=str(bundle))
+        else:
+            context = ssl.create_default_context(cafile=str(bundle))
+    else:
+        context = ssl.create_default_context()
+    if settings.client_cert is not None:
+        context.load_cert_chain(
+            str(settings.client_cert),
+            str(settings.client_key) if settings.client_key is not None else None,
+        )
+    return context
+
+
 def _post(services: Services, url: str, data: bytes, *, params: dict[str, str]) -> bytes:
     settings = exchange_settings(services)
-    cert: Any = None
-    if settings.client_cert is not None:
-        cert = (
-            (str(settings.client_cert), str(settings.client_key))
-            if settings.client_key is not None
-            else str(settings.client_cert)
-        )
-    verify: Any = str(settings.ca_bundle) if settings.ca_bundle is not None else True
     try:
-        with httpx.Client(timeout=settings.timeout, cert=cert, verify=verify) as client:
+        context = _tls_context(settings)
+    except (OSError, ssl.SSLError) as exc:
+        raise _Transient(f"TLS configuration: {exc}") from exc
+    try:
+        with httpx.Client(timeout=settings.timeout, verify=context) as client:
             reply = client.post(
                 url, content=data, params=params, headers={"Content-Type": "application/xml"}
             )
