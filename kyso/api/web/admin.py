@@ -13,16 +13,14 @@ answers its creation.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kyso.api.accounts import (
     AccountConflict,
@@ -34,73 +32,36 @@ from kyso.api.accounts import (
 from kyso.api.principal import ROLES, Principal
 from kyso.api.problems import Problem
 from kyso.api.services import Services
-from kyso.api.web import ui
+from kyso.api.web import forms, ui
 from kyso.errors import KysoError
-from kyso.i18n import set_locale, t
+from kyso.i18n import t
 
-router = APIRouter(include_in_schema=False)
-
-T = TypeVar("T")
+router = forms.page_router()
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-async def _admin(request: Request) -> ui.Visitor | Response:
-    """The signed-in administrator, else the login redirect or the 403 page."""
-    set_locale(ui.request_locale(request))
-    await run_in_threadpool(ui.visitor, request)
-    return ui.need(request, "admin")
+async def _admin(request: Request) -> forms.Page:
+    """The signed-in administrator's page, else :class:`~kyso.api.web.forms.Answer` with the
+    login redirect or the 403 page."""
+    return await forms.signed_in(request, "admin")
 
 
-async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await run_in_threadpool(fn, *args, **kwargs)
-
-
-async def _form(request: Request, who: ui.Visitor) -> FormData | Response:
-    """The posted form with the session's CSRF token checked; else the page saying so."""
-    locale = ui.request_locale(request)
-    try:
-        form = await request.form(max_files=0, max_fields=40)
-    except StarletteHTTPException:
-        return _message(request, 400, t("web.error.csrf", locale=locale))
-    try:
-        ui.check_csrf(request, who, form.get("csrf_token"))
-    except ui.CSRFError:
-        return _message(request, 403, t("web.error.csrf", locale=locale))
-    return form
-
-
-def _message(request: Request, status: int, text: str, *, heading: str | None = None) -> Response:
-    locale = ui.request_locale(request)
-    return ui.render(
-        request,
-        "message.html.j2",
-        status=status,
-        heading=heading or t("web.error.title", locale=locale),
-        text=text,
-        tone="bad",
-    )
+async def _posted(request: Request) -> tuple[forms.Page, FormData]:
+    """The administrator's page and the posted form, its CSRF token checked."""
+    return await forms.posted(request, "admin")
 
 
 def _not_found(request: Request) -> Response:
-    locale = ui.request_locale(request)
-    return _message(
-        request,
-        404,
-        t("web.admin.not_found", locale=locale),
-        heading=t("web.notfound.title", locale=locale),
-    )
+    return ui.not_found_page(request, t("web.admin.not_found", locale=ui.request_locale(request)))
 
 
-def _text(form: FormData, name: str, limit: int = 300) -> str:
-    value = form.get(name)
-    return value.strip()[:limit] if isinstance(value, str) else ""
-
-
-def _secret(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value[:256] if isinstance(value, str) else ""
+def _refused(exc: KysoError, locale: str) -> dict[str, Any]:
+    """How a page is shown again after the account store refused a change: 409 for a
+    conflict (a taken name, one's own admin role), else 422; the store's message."""
+    status = 409 if isinstance(exc, AccountConflict) else 422
+    return {"status": status, "error": exc.message(locale)}
 
 
 def _roles(form: FormData) -> list[str]:
@@ -181,21 +142,19 @@ def _user_row(user: UserInfo, locale: str, names: dict[str, str]) -> dict[str, A
 
 
 def _users_page(
-    request: Request,
-    principal: Principal,
+    page: forms.Page,
     *,
     status: int = 200,
     error: str | None = None,
     values: dict[str, Any] | None = None,
 ) -> Response:
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
+    locale, accounts, agency_code = page.locale, page.services.accounts, page.principal.agency
     names = role_names(locale)
-    users = services.accounts.list_users(principal.agency)
-    agency = services.accounts.get_agency(principal.agency)
+    users = accounts.list_users(agency_code)
+    agency = accounts.get_agency(agency_code)
     extra = {} if error is None else {"error": error}
     return ui.render(
-        request,
+        page.request,
         "admin_users.html.j2",
         status=status,
         title=t("web.admin.users.title", locale=locale),
@@ -210,44 +169,31 @@ def _users_page(
 
 @router.get("/admin")
 async def admin_home(request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
+    await _admin(request)
     return ui.redirect("/admin/users")
 
 
 @router.get("/admin/users")
 async def users_page(request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    return await _call(_users_page, request, who.principal)
+    page = await _admin(request)
+    return await forms.call(_users_page, page)
 
 
 @router.post("/admin/users")
 async def create_user(request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    username = _text(form, "username", 80)
-    full_name = _text(form, "full_name", 250)
+    page, form = await _posted(request)
+    principal = page.principal
+    username = forms.field(form, "username", 80)
+    full_name = forms.field(form, "full_name", 250)
     roles = _roles(form)
-    password = _secret(form, "password")
+    password = forms.secret(form, "password", 256)
     values = {"username": username, "full_name": full_name, "roles": roles}
-    if password != _secret(form, "password_again"):
-        error = t("web.setup.password_mismatch", locale=locale)
-        return await _call(_users_page, request, principal, status=422, error=error, values=values)
+    if password != forms.secret(form, "password_again", 256):
+        error = t("web.setup.password_mismatch", locale=page.locale)
+        return await forms.call(_users_page, page, status=422, error=error, values=values)
     try:
-        user_id = await _call(
-            services.accounts.create_user,
+        user_id = await forms.call(
+            page.services.accounts.create_user,
             principal.agency,
             username,
             full_name,
@@ -256,28 +202,19 @@ async def create_user(request: Request) -> Response:
             actor=principal.actor,
         )
     except KysoError as exc:
-        status = 409 if isinstance(exc, AccountConflict) else 422
-        return await _call(
-            _users_page, request, principal, status=status, error=exc.message(locale), values=values
-        )
+        return await forms.call(_users_page, page, **_refused(exc, page.locale), values=values)
     return ui.redirect(f"/admin/users/{user_id}", done="admin_user_created")
 
 
 def _user_page(
-    request: Request,
-    principal: Principal,
-    user_id: int,
-    *,
-    status: int = 200,
-    error: str | None = None,
+    page: forms.Page, user_id: int, *, status: int = 200, error: str | None = None
 ) -> Response:
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    user = services.accounts.get_user(user_id, agency=principal.agency)
+    locale, services = page.locale, page.services
+    user = services.accounts.get_user(user_id, agency=page.principal.agency)
     names = role_names(locale)
     extra = {} if error is None else {"error": error}
     return ui.render(
-        request,
+        page.request,
         "admin_user.html.j2",
         status=status,
         title=t("web.admin.user.title", locale=locale, name=user.full_name),
@@ -286,73 +223,51 @@ def _user_page(
         keys=list(user.keys),
         role_names=names,
         role_helps=role_helps(locale),
-        is_self=user.id == principal.user_id,
+        is_self=user.id == page.principal.user_id,
         **extra,
     )
 
 
 @router.get("/admin/users/{user_id}")
 async def user_page(user_id: int, request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
+    page = await _admin(request)
     try:
-        return await _call(_user_page, request, who.principal, user_id)
+        return await forms.call(_user_page, page, user_id)
     except AccountNotFound:
         return _not_found(request)
 
 
 @router.post("/admin/users/{user_id}/roles")
 async def change_roles(user_id: int, request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
-    accounts = ui.services_of(request).accounts
+    page, form = await _posted(request)
+    principal, accounts = page.principal, page.services.accounts
     roles = _roles(form)
     try:
-        await _call(accounts.get_user, user_id, agency=principal.agency)
+        await forms.call(accounts.get_user, user_id, agency=principal.agency)
         if user_id == principal.user_id and "admin" not in roles:
             raise AccountConflict("web.admin.keep_own_admin")
-        await _call(
+        await forms.call(
             accounts.set_roles, user_id, roles, agency=principal.agency, actor=principal.actor
         )
     except AccountNotFound:
         return _not_found(request)
     except KysoError as exc:
-        status = 409 if isinstance(exc, AccountConflict) else 422
-        return await _call(
-            _user_page, request, principal, user_id, status=status, error=exc.message(locale)
-        )
+        return await forms.call(_user_page, page, user_id, **_refused(exc, page.locale))
     return ui.redirect(f"/admin/users/{user_id}", done="admin_roles_changed")
 
 
 @router.post("/admin/users/{user_id}/state")
 async def change_state(user_id: int, request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
-    accounts = ui.services_of(request).accounts
-    action = _text(form, "action", 10)
+    page, form = await _posted(request)
+    principal, accounts = page.principal, page.services.accounts
+    action = forms.field(form, "action", 10)
     try:
-        await _call(accounts.get_user, user_id, agency=principal.agency)
+        await forms.call(accounts.get_user, user_id, agency=principal.agency)
         if action not in ("disable", "enable"):
             raise AccountInvalid("web.admin.bad_action")
         if user_id == principal.user_id and action == "disable":
             raise AccountConflict("web.admin.keep_own_account")
-        await _call(
+        await forms.call(
             accounts.set_disabled,
             user_id,
             action == "disable",
@@ -362,10 +277,7 @@ async def change_state(user_id: int, request: Request) -> Response:
     except AccountNotFound:
         return _not_found(request)
     except KysoError as exc:
-        status = 409 if isinstance(exc, AccountConflict) else 422
-        return await _call(
-            _user_page, request, principal, user_id, status=status, error=exc.message(locale)
-        )
+        return await forms.call(_user_page, page, user_id, **_refused(exc, page.locale))
     done = "admin_user_disabled" if action == "disable" else "admin_user_enabled"
     return ui.redirect(f"/admin/users/{user_id}", done=done)
 
@@ -374,20 +286,18 @@ async def change_state(user_id: int, request: Request) -> Response:
 
 
 def _key_page(
-    request: Request,
-    principal: Principal,
+    page: forms.Page,
     user_id: int,
     *,
     status: int = 200,
     error: str | None = None,
     values: dict[str, str] | None = None,
 ) -> Response:
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    user = services.accounts.get_user(user_id, agency=principal.agency)
+    locale, services = page.locale, page.services
+    user = services.accounts.get_user(user_id, agency=page.principal.agency)
     extra = {} if error is None else {"error": error}
     return ui.render(
-        request,
+        page.request,
         "admin_key.html.j2",
         status=status,
         title=t("web.admin.key.title", locale=locale),
@@ -402,12 +312,9 @@ def _key_page(
 
 @router.get("/admin/users/{user_id}/key")
 async def key_form(user_id: int, request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
+    page = await _admin(request)
     try:
-        return await _call(_key_page, request, who.principal, user_id)
+        return await forms.call(_key_page, page, user_id)
     except AccountNotFound:
         return _not_found(request)
 
@@ -442,43 +349,30 @@ def _issue(
 
 @router.post("/admin/users/{user_id}/key")
 async def issue_key(user_id: int, request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    number = _text(form, "id_number", 40).replace(" ", "")
-    title = _text(form, "title", 200) or None
-    unit = _text(form, "unit", 200) or None
-    pin = _secret(form, "pin")
+    page, form = await _posted(request)
+    principal, services = page.principal, page.services
+    number = forms.field(form, "id_number", 40).replace(" ", "")
+    title = forms.field(form, "title", 200) or None
+    unit = forms.field(form, "unit", 200) or None
+    pin = forms.secret(form, "pin", 256)
     values = {"id_number": number, "title": title or "", "unit": unit or ""}
     try:
-        await _call(services.accounts.get_user, user_id, agency=principal.agency)
-        if pin != _secret(form, "pin_again"):
+        await forms.call(services.accounts.get_user, user_id, agency=principal.agency)
+        if pin != forms.secret(form, "pin_again", 256):
             raise AccountInvalid("web.admin.key.pin_mismatch")
         if not number:
             raise AccountInvalid("web.admin.key.id_missing")
         ids = [number if ":" in number else f"CCCD:{number}"]
-        await _call(_issue, services, principal, user_id, pin=pin, ids=ids, title=title, unit=unit)
+        await forms.call(
+            _issue, services, principal, user_id, pin=pin, ids=ids, title=title, unit=unit
+        )
     except AccountNotFound:
         return _not_found(request)
     except (KysoError, Problem) as exc:
         status = getattr(exc, "status", 422)
         status = status if status in (403, 409, 422, 429) else 422
-        return await _call(
-            _key_page,
-            request,
-            principal,
-            user_id,
-            status=status,
-            error=ui.error_message(exc, locale),
-            values=values,
-        )
+        error = ui.error_message(exc, page.locale)
+        return await forms.call(_key_page, page, user_id, status=status, error=error, values=values)
     return ui.redirect(f"/admin/users/{user_id}", done="admin_key_issued")
 
 
@@ -486,17 +380,15 @@ async def issue_key(user_id: int, request: Request) -> Response:
 
 
 def _tokens_page(
-    request: Request,
-    principal: Principal,
+    page: forms.Page,
     *,
     status: int = 200,
     error: str | None = None,
     created: dict[str, Any] | None = None,
 ) -> Response:
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
+    locale = page.locale
     names = role_names(locale)
-    tokens = services.accounts.list_tokens(principal.agency)
+    tokens = page.services.accounts.list_tokens(page.principal.agency)
     rows = [
         {
             "id": tk.id,
@@ -513,12 +405,12 @@ def _tokens_page(
     if created is not None:
         extra["created"] = created
     return ui.render(
-        request,
+        page.request,
         "admin_tokens.html.j2",
         status=status,
         title=t("web.admin.tokens.title", locale=locale),
         tokens=rows,
-        own_roles=[r for r in ROLES if r in principal.roles],
+        own_roles=[r for r in ROLES if r in page.principal.roles],
         role_names=names,
         role_helps=role_helps(locale),
         **extra,
@@ -527,58 +419,42 @@ def _tokens_page(
 
 @router.get("/admin/tokens")
 async def tokens_page(request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    return await _call(_tokens_page, request, who.principal)
+    page = await _admin(request)
+    return await forms.call(_tokens_page, page)
 
 
 @router.post("/admin/tokens")
 async def create_token(request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
-    accounts = ui.services_of(request).accounts
-    name = _text(form, "name", 200)
+    page, form = await _posted(request)
+    principal = page.principal
+    name = forms.field(form, "name", 200)
     roles = _roles(form)
     try:
-        token_id, plaintext = await _call(
-            accounts.create_token,
+        token_id, plaintext = await forms.call(
+            page.services.accounts.create_token,
             principal.user_id,
             name,
             roles=roles,
             actor=principal.actor,
         )
     except KysoError as exc:
-        status = 409 if isinstance(exc, AccountConflict) else 422
-        return await _call(
-            _tokens_page, request, principal, status=status, error=exc.message(locale)
-        )
+        return await forms.call(_tokens_page, page, **_refused(exc, page.locale))
     # shown this once (the page is not cached: Cache-Control no-store), never stored in clear
     created = {"id": token_id, "name": name, "token": plaintext}
-    return await _call(_tokens_page, request, principal, created=created)
+    return await forms.call(_tokens_page, page, created=created)
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
 async def revoke_token(token_id: int, request: Request) -> Response:
-    who = await _admin(request)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    accounts = ui.services_of(request).accounts
+    page, _ = await _posted(request)
+    principal = page.principal
     try:
-        await _call(accounts.revoke_token, token_id, agency=principal.agency, actor=principal.actor)
+        await forms.call(
+            page.services.accounts.revoke_token,
+            token_id,
+            agency=principal.agency,
+            actor=principal.actor,
+        )
     except AccountNotFound:
         return _not_found(request)
     return ui.redirect("/admin/tokens", done="admin_token_revoked")

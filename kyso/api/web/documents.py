@@ -15,34 +15,29 @@ import datetime as dt
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kyso.api import workflow
 from kyso.api.principal import Principal
 from kyso.api.problems import Problem
 from kyso.api.services import Services
-from kyso.api.web import placement, ui
+from kyso.api.web import forms, placement, ui
 from kyso.api.web.admin import key_labels
 from kyso.api.web.verify_page import verify_file
 from kyso.archive.models import Document, DocumentVersion
 from kyso.errors import KysoError
-from kyso.i18n import catalogue, current_locale, set_locale, t
+from kyso.i18n import catalogue, current_locale, t
 from kyso.signer.register import today_vn
 from kyso.signer.verify.render import data_uri
 
-router = APIRouter(include_in_schema=False)
-
-T = TypeVar("T")
+router = forms.page_router()
 
 QUEUE_KINDS = ("person_signed", "registered")
 DOCUMENT_TYPES = (
@@ -64,69 +59,33 @@ QUEUE_MAX = 200
 # -- helpers ----------------------------------------------------------------------------------
 
 
+async def _posted(request: Request, *roles: str) -> tuple[forms.Page, FormData]:
+    """The page of a user with one of ``roles`` and the form posted, its CSRF token checked."""
+    return await forms.posted(request, *roles, limits=forms.WITH_FILE)
+
+
+# What kyso.api.web.exchange imports from here, with the answers as return values (it checks
+# ``isinstance(..., Response)``) rather than raised.
+_call = forms.call
+_failure = forms.failure
+_message = ui.message_page
+_text = forms.field
+
+
 async def _visitor(request: Request, *roles: str) -> ui.Visitor | Response:
-    """The signed-in user with one of ``roles`` (looked up in the thread pool), else the
-    login redirect or the 403 page."""
-    # messages of the library (workflow problems, KysoError) in the user's language: the
-    # context variable is copied into the worker threads that run the library
-    set_locale(ui.request_locale(request))
-    await run_in_threadpool(ui.visitor, request)  # cached on the request
-    return ui.need(request, *roles)
+    """The signed-in user with one of ``roles``, else the login redirect or the 403 page."""
+    try:
+        return (await forms.signed_in(request, *roles)).who
+    except forms.Answer as answer:
+        return answer.response
 
 
 async def _form(request: Request, who: ui.Visitor) -> FormData | Response:
     """The posted form, its CSRF token checked; else the page saying what to do."""
-    locale = ui.request_locale(request)
-    if not ui.content_length_ok(request):
-        limit = ui.services_of(request).settings.upload_max_bytes // (1 << 20)
-        return _message(request, 413, t("web.upload.too_large", locale=locale, limit=limit))
     try:
-        form = await request.form(max_files=1, max_fields=50)
-    except StarletteHTTPException as exc:
-        reason = str(exc.detail)
-        return _message(request, 400, t("web.upload.bad_form", locale=locale, reason=reason))
-    try:
-        ui.check_csrf(request, who, form.get("csrf_token"))
-    except ui.CSRFError:
-        return _message(request, 403, t("web.error.csrf", locale=locale))
-    return form
-
-
-def _message(request: Request, status: int, text: str, *, heading: str | None = None) -> Response:
-    locale = ui.request_locale(request)
-    return ui.render(
-        request,
-        "message.html.j2",
-        status=status,
-        heading=heading or t("web.error.title", locale=locale),
-        text=text,
-        tone="bad",
-    )
-
-
-def _failure(request: Request, exc: BaseException) -> Response:
-    """A workflow error as a page: not found (404, also another agency's document), not
-    allowed (403), out of order (409) or the library's own message (422)."""
-    locale = ui.request_locale(request)
-    if isinstance(exc, Problem):
-        if exc.status == 404:
-            return _message(
-                request,
-                404,
-                t("web.notfound.text", locale=locale),
-                heading=t("web.notfound.title", locale=locale),
-            )
-        return _message(request, exc.status, exc.detail)
-    return _message(request, 422, ui.error_message(exc, locale))
-
-
-async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await run_in_threadpool(fn, *args, **kwargs)
-
-
-def _text(form: FormData, name: str, limit: int = 500) -> str:
-    value = form.get(name)
-    return value.strip()[:limit] if isinstance(value, str) else ""
+        return await forms.read_form(request, who, forms.WITH_FILE)
+    except forms.Answer as answer:
+        return answer.response
 
 
 def _int(value: Any) -> int | None:
@@ -215,22 +174,17 @@ def _row(doc: Document, version: DocumentVersion | None, locale: str) -> dict[st
 
 @router.get("/")
 async def home(request: Request) -> Response:
-    who = await _visitor(request)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    rows = await _call(latest_versions, services, principal.agency, newest_first=True, limit=RECENT)
-    recent = [_row(d, v, locale) for d, v in rows]
+    page = await forms.signed_in(request)
+    agency = page.principal.agency
+    rows = await forms.call(latest_versions, page.services, agency, newest_first=True, limit=RECENT)
+    recent = [_row(d, v, page.locale) for d, v in rows]
     waiting = len(
-        await _call(latest_versions, services, principal.agency, QUEUE_KINDS, limit=QUEUE_MAX)
+        await forms.call(latest_versions, page.services, agency, QUEUE_KINDS, limit=QUEUE_MAX)
     )
     return ui.render(
         request,
         "home.html.j2",
-        title=t("web.home.title", locale=locale),
+        title=t("web.home.title", locale=page.locale),
         recent=recent,
         waiting=waiting,
     )
@@ -253,22 +207,17 @@ def _upload_defaults(principal: Principal) -> dict[str, str]:
 
 @router.get("/documents/new")
 async def upload_form(request: Request) -> Response:
-    who = await _visitor(request, *workflow.UPLOADERS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    locale = ui.request_locale(request)
-    values = _upload_defaults(who.principal)
-    services = ui.services_of(request)
+    page = await forms.signed_in(request, *workflow.UPLOADERS)
+    values = _upload_defaults(page.principal)
     try:
-        agency = await _call(services.accounts.get_agency, who.principal.agency)
+        agency = await forms.call(page.services.accounts.get_agency, page.principal.agency)
         values["agency_name"] = agency.name
     except KysoError:
         pass  # the field stays empty: the user types it
     return ui.render(
         request,
         "upload.html.j2",
-        title=t("web.upload.title", locale=locale),
+        title=t("web.upload.title", locale=page.locale),
         values=values,
         types=DOCUMENT_TYPES,
     )
@@ -276,16 +225,9 @@ async def upload_form(request: Request) -> Response:
 
 @router.post("/documents/new")
 async def upload_post(request: Request) -> Response:
-    who = await _visitor(request, *workflow.UPLOADERS)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    locale = ui.request_locale(request)
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    values = {name: _text(form, name) for name in _upload_defaults(principal)}
+    page, form = await _posted(request, *workflow.UPLOADERS)
+    principal, locale, services = page.principal, page.locale, page.services
+    values = {name: forms.field(form, name) for name in _upload_defaults(principal)}
 
     def again(status: int, message: str) -> Response:
         return ui.render(
@@ -298,7 +240,6 @@ async def upload_post(request: Request) -> Response:
             error=message,
         )
 
-    services = ui.services_of(request)
     with ui.work_folder() as tmp:
         try:
             source = await ui.save_upload(request, form.get("file"), Path(tmp))
@@ -310,7 +251,7 @@ async def upload_post(request: Request) -> Response:
         metadata = {k: v for k, v in values.items() if v}
         metadata.setdefault("agency_name", principal.agency)
         try:
-            result = await _call(workflow.upload, services, principal, source, metadata)
+            result = await forms.call(workflow.upload, services, principal, source, metadata)
         except (KysoError, Problem) as exc:
             status = exc.status if isinstance(exc, Problem) else 422
             return again(status, ui.error_message(exc, locale))
@@ -378,28 +319,21 @@ def _document_page(
 
 @router.get("/documents/{document_id}")
 async def document_page(document_id: int, request: Request) -> Response:
-    who = await _visitor(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    try:
-        page = await _call(_document_page, services, who.principal, document_id, locale)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+    page = await forms.signed_in(request)
+    principal, services = page.principal, page.services
+    facts = await page.run(_document_page, services, principal, document_id, page.locale)
     send_targets = None
-    if page["kind"] in ("sealed", "ltv_extended") and who.principal.has("clerk"):
+    if facts["kind"] in ("sealed", "ltv_extended") and principal.has("clerk"):
         from kyso.api.web.exchange import send_targets as targets_of  # imports this module
 
-        send_targets = await _call(targets_of, services, who.principal)
+        send_targets = await forms.call(targets_of, services, principal)
     return ui.render(
         request,
         "document.html.j2",
-        title=page["doc"]["subject"],
+        title=facts["doc"]["subject"],
         today=today_vn().isoformat(),
         send_targets=send_targets,
-        **page,
+        **facts,
     )
 
 
@@ -422,15 +356,8 @@ def _download(
 
 @router.get("/documents/{document_id}/download")
 async def download(document_id: int, request: Request, version: int | None = None) -> Response:
-    who = await _visitor(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    services = ui.services_of(request)
-    try:
-        path, name = await _call(_download, services, who.principal, document_id, version)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+    page = await forms.signed_in(request)
+    path, name = await page.run(_download, page.services, page.principal, document_id, version)
     return FileResponse(
         path,
         media_type="application/pdf",
@@ -452,23 +379,14 @@ def _verify_archived(
 
 @router.post("/documents/{document_id}/verify")
 async def verify_archived(document_id: int, request: Request) -> Response:
-    who = await _visitor(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    try:
-        result = await _call(_verify_archived, services, who.principal, document_id, locale)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+    page, _ = await _posted(request)
+    result = await page.run(
+        _verify_archived, page.services, page.principal, document_id, page.locale
+    )
     return ui.render(
         request,
         "report.html.j2",
-        title=t("web.verify.report_for", locale=locale, name=result["name"]),
+        title=t("web.verify.report_for", locale=page.locale, name=result["name"]),
         report=result["report"],
         file_name=result["name"],
         document_id=document_id,
@@ -499,18 +417,10 @@ def _sign_page(
 
 @router.get("/documents/{document_id}/sign")
 async def sign_form(document_id: int, request: Request, page: int | None = None) -> Response:
-    who = await _visitor(request, *workflow.SIGNERS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
+    signer = await forms.signed_in(request, *workflow.SIGNERS)
     index = page - 1 if page is not None and page >= 1 else None
-    try:
-        context = await _call(_sign_page, services, who.principal, document_id, index)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
-    return _render_sign(request, context, locale)
+    context = await signer.run(_sign_page, signer.services, signer.principal, document_id, index)
+    return _render_sign(request, context, signer.locale)
 
 
 def _render_sign(
@@ -579,25 +489,16 @@ def _sign(
 
 @router.post("/documents/{document_id}/sign")
 async def sign_post(document_id: int, request: Request) -> Response:
-    who = await _visitor(request, *workflow.SIGNERS)
-    if isinstance(who, Response):
-        return who
-    principal = who.principal
-    assert principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    key = _text(form, "key", 200)
-    pin = form.get("pin")
-    pin = pin if isinstance(pin, str) else ""
+    page, form = await _posted(request, *workflow.SIGNERS)
+    principal, locale, services = page.principal, page.locale, page.services
+    key = forms.field(form, "key", 200)
+    pin = forms.secret(form, "pin")
     page_number = _int(form.get("page"))
     index = page_number - 1 if page_number is not None and page_number >= 1 else None
     x, y = _int(form.get("x")), _int(form.get("y"))
     click = (x, y) if x is not None and y is not None and x >= 0 and y >= 0 else None
     try:
-        await _call(
+        await forms.call(
             _sign,
             services,
             principal,
@@ -609,11 +510,8 @@ async def sign_post(document_id: int, request: Request) -> Response:
         )
     except (KysoError, Problem) as exc:
         if isinstance(exc, Problem) and exc.status == 404:
-            return _failure(request, exc)
-        try:
-            context = await _call(_sign_page, services, principal, document_id, index)
-        except (KysoError, Problem) as again:
-            return _failure(request, again)
+            return forms.failure(request, exc)
+        context = await page.run(_sign_page, services, principal, document_id, index)
         status = exc.status if isinstance(exc, Problem) else 422
         return _render_sign(
             request,
@@ -632,19 +530,15 @@ async def sign_post(document_id: int, request: Request) -> Response:
 
 @router.get("/queue")
 async def queue(request: Request) -> Response:
-    who = await _visitor(request, *workflow.CLERKS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    rows = await _call(
-        latest_versions, services, who.principal.agency, QUEUE_KINDS, limit=QUEUE_MAX
+    page = await forms.signed_in(request, *workflow.CLERKS)
+    locale, services = page.locale, page.services
+    rows = await forms.call(
+        latest_versions, services, page.principal.agency, QUEUE_KINDS, limit=QUEUE_MAX
     )
     items = [_row(d, v, locale) for d, v in rows]
     plans = {}
     for item in items:
-        plans[item["id"]] = await _call(workflow.register_plan, services, item["id"])
+        plans[item["id"]] = await forms.call(workflow.register_plan, services, item["id"])
     for item in items:
         plan = plans[item["id"]] or {}
         item["symbol"] = plan.get("symbol") or ""
@@ -660,49 +554,29 @@ async def queue(request: Request) -> Response:
 
 @router.post("/documents/{document_id}/register")
 async def register_post(document_id: int, request: Request) -> Response:
-    who = await _visitor(request, *workflow.CLERKS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    services = ui.services_of(request)
-    number = _text(form, "number", 20) or None
-    date = _text(form, "date", 20) or None
-    symbol = _text(form, "symbol", 30) or None
-    try:
-        await _call(
-            workflow.register,
-            services,
-            who.principal,
-            document_id,
-            number=number,
-            date=date,
-            symbol=symbol,
-        )
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
-    back = "/queue" if _text(form, "back") == "queue" else f"/documents/{document_id}"
-    return ui.redirect(back, done="registered")
+    page, form = await _posted(request, *workflow.CLERKS)
+    await page.run(
+        workflow.register,
+        page.services,
+        page.principal,
+        document_id,
+        number=forms.field(form, "number", 20) or None,
+        date=forms.field(form, "date", 20) or None,
+        symbol=forms.field(form, "symbol", 30) or None,
+    )
+    return ui.redirect(_back(form, document_id), done="registered")
 
 
 @router.post("/documents/{document_id}/seal")
 async def seal_post(document_id: int, request: Request) -> Response:
-    who = await _visitor(request, *workflow.CLERKS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    services = ui.services_of(request)
-    try:
-        await _call(workflow.seal, services, who.principal, document_id)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
-    back = "/queue" if _text(form, "back") == "queue" else f"/documents/{document_id}"
-    return ui.redirect(back, done="sealed")
+    page, form = await _posted(request, *workflow.CLERKS)
+    await page.run(workflow.seal, page.services, page.principal, document_id)
+    return ui.redirect(_back(form, document_id), done="sealed")
+
+
+def _back(form: FormData, document_id: int) -> str:
+    """Where the clerk goes after a step: back to the queue when it was done there."""
+    return "/queue" if forms.field(form, "back") == "queue" else f"/documents/{document_id}"
 
 
 # -- the archive: search, batch verification ----------------------------------------------------
@@ -749,19 +623,17 @@ SEARCH_FIELDS = ("q", "number", "symbol", "signer", "date_from", "date_to")
 
 @router.get("/search")
 async def search(request: Request, page: int = 1) -> Response:
-    who = await _visitor(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
+    reader = await forms.signed_in(request)
+    locale, services = reader.locale, reader.services
     criteria = {k: (request.query_params.get(k) or "").strip()[:200] for k in SEARCH_FIELDS}
     asked = any(criteria.values()) or "q" in request.query_params
     results = None
     error = None
     if asked:
         try:
-            results = await _call(_search, services, who.principal, criteria, max(1, page), locale)
+            results = await forms.call(
+                _search, services, reader.principal, criteria, max(1, page), locale
+            )
         except KysoError as exc:
             error = exc.message(locale)
     pages = []
@@ -783,40 +655,22 @@ async def search(request: Request, page: int = 1) -> Response:
 @router.post("/jobs/verify")
 async def verify_batch(request: Request) -> Response:
     """Verify the chosen documents in the background (a ``verify`` job); show its progress."""
-    who = await _visitor(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
+    page, form = await _posted(request)
     ids = sorted({i for i in (_int(v) for v in form.getlist("document")) if i and i > 0})
     if not ids:
-        return _message(request, 422, t("web.jobs.none_chosen", locale=locale))
-    services = ui.services_of(request)
+        return ui.message_page(request, 422, t("web.jobs.none_chosen", locale=page.locale))
     items = [{"document_id": i} for i in ids[:500]]
-    try:
-        job_id = await _call(services.jobs.submit, "verify", items, principal=who.principal)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+    job_id = await page.run(page.services.jobs.submit, "verify", items, principal=page.principal)
     return ui.redirect(f"/jobs/{job_id}")
 
 
 @router.get("/jobs/{job_id}")
 async def job_page(job_id: str, request: Request) -> Response:
-    who = await _visitor(request)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
+    page = await forms.signed_in(request)
+    locale = page.locale
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id):
-        return _failure(request, Problem(404, "not-found", job_id))
-    try:
-        status = await _call(services.jobs.status, job_id, agency=who.principal.agency)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+        return ui.not_found_page(request)
+    status = await page.run(page.services.jobs.status, job_id, agency=page.principal.agency)
     items = []
     for item in status.items:
         document = item.params.get("document_id")

@@ -10,23 +10,21 @@ double-submit token (a random cookie that must match the form's field).
 
 from __future__ import annotations
 
-import hmac
-import secrets
-
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kyso.api.accounts import LockedOut
 from kyso.api.auth import clear_session_cookie, session_id_of, set_session_cookie
-from kyso.api.web import ui
+from kyso.api.web import forms, ui
 from kyso.errors import KysoError
 from kyso.i18n import t
 
-router = APIRouter(include_in_schema=False)
+router = forms.page_router()
 
 LOGIN_CSRF_COOKIE = "kyso_login_csrf"
+LOGIN_CSRF = forms.DoubleSubmit(LOGIN_CSRF_COOKIE, "/login")
 
 
 def _login_page(
@@ -38,9 +36,7 @@ def _login_page(
     error: str | None = None,
 ) -> Response:
     locale = ui.request_locale(request)
-    token = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
-    if len(token) < 32:
-        token = secrets.token_urlsafe(32)
+    token = LOGIN_CSRF.token(request)
     extra = {} if error is None else {"error": error}
     response = ui.render(
         request,
@@ -52,14 +48,7 @@ def _login_page(
         next=ui.safe_next(next),
         **extra,
     )
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=ui.services_of(request).cookie_secure,
-        path="/login",
-    )
+    LOGIN_CSRF.set_cookie(request, response, token)
     return response
 
 
@@ -79,19 +68,11 @@ async def login(request: Request) -> Response:
         form = await request.form(max_files=0, max_fields=10)
     except StarletteHTTPException:
         return _login_page(request, status=400, error=t("web.error.csrf", locale=locale))
-    username = form.get("username")
-    password = form.get("password")
+    username = forms.field(form, "username", 64)
+    password = forms.secret(form, "password")
     back = form.get("next")
-    username = username.strip()[:64] if isinstance(username, str) else ""
-    password = password if isinstance(password, str) else ""
     back = ui.safe_next(back if isinstance(back, str) else None)
-    submitted = form.get("csrf_token")
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
-    if (
-        not isinstance(submitted, str)
-        or len(expected) < 32
-        or not hmac.compare_digest(submitted.encode(), expected.encode())
-    ):
+    if not LOGIN_CSRF.matches(request, form.get("csrf_token")):
         return _login_page(
             request,
             status=403,
@@ -119,7 +100,7 @@ async def login(request: Request) -> Response:
         )
     response = ui.redirect(back)
     set_session_cookie(response, services, session_id)
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    LOGIN_CSRF.forget(response)
     return response
 
 
@@ -133,14 +114,8 @@ async def logout(request: Request) -> Response:
         try:
             ui.check_csrf(request, who, form.get("csrf_token"))
         except ui.CSRFError:
-            return ui.render(
-                request,
-                "message.html.j2",
-                status=403,
-                heading=t("web.error.title", locale=ui.request_locale(request)),
-                text=t("web.error.csrf", locale=ui.request_locale(request)),
-                tone="bad",
-            )
+            csrf_text = t("web.error.csrf", locale=ui.request_locale(request))
+            return ui.message_page(request, 403, csrf_text)
         session_id = session_id_of(request)
         if session_id is not None:
             await run_in_threadpool(ui.services_of(request).accounts.end_session, session_id)

@@ -22,25 +22,26 @@ import re
 import secrets
 import threading
 from pathlib import Path
-from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kyso.api.accounts import _USERNAME, AccountInvalid, check_password, normalise_username
 from kyso.api.services import Services
-from kyso.api.web import ui
+from kyso.api.web import forms, ui
 from kyso.archive import audit
 from kyso.archive.metadata import MetadataError, parse_agency_code
 from kyso.errors import KysoError
 from kyso.i18n import set_locale, t
 
-router = APIRouter(include_in_schema=False)
+router = forms.page_router()
 
 SETUP_FILE = "setup-code"
 SETUP_CSRF_COOKIE = "kyso_setup_csrf"
+SETUP_CSRF = forms.DoubleSubmit(SETUP_CSRF_COOKIE, "/setup")
 #: No 0/O, 1/I/L: a code read from a console and typed by hand.
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 GROUPS, GROUP_LEN = 4, 4
@@ -122,21 +123,15 @@ def setup_done(request: Request) -> bool:
 class SetupForm:
     """The fields of the setup form, checked before anything is created."""
 
-    def __init__(self, form: Any) -> None:
-        def text(name: str, limit: int) -> str:
-            value = form.get(name)
-            return value.strip()[:limit] if isinstance(value, str) else ""
-
-        self.setup_code = text("setup_code", 64)
-        self.agency_code = text("agency_code", 40)
-        self.agency_name = text("agency_name", 400)
-        self.tax_code = text("tax_code", 20)
-        self.username = normalise_username(text("username", 80))
-        self.full_name = text("full_name", 250)
-        password = form.get("password")
-        again = form.get("password_again")
-        self.password = password if isinstance(password, str) else ""
-        self.password_again = again if isinstance(again, str) else ""
+    def __init__(self, form: FormData) -> None:
+        self.setup_code = forms.field(form, "setup_code", 64)
+        self.agency_code = forms.field(form, "agency_code", 40)
+        self.agency_name = forms.field(form, "agency_name", 400)
+        self.tax_code = forms.field(form, "tax_code", 20)
+        self.username = normalise_username(forms.field(form, "username", 80))
+        self.full_name = forms.field(form, "full_name", 250)
+        self.password = forms.secret(form, "password")
+        self.password_again = forms.secret(form, "password_again")
 
     def values(self) -> dict[str, str]:
         """What the form shows again after an error (never the code or the password)."""
@@ -252,15 +247,7 @@ def _client(request: Request) -> str:
 
 
 def _not_found(request: Request) -> Response:
-    locale = ui.request_locale(request)
-    return ui.render(
-        request,
-        "message.html.j2",
-        status=404,
-        heading=t("web.notfound.title", locale=locale),
-        text=t("web.setup.closed", locale=locale),
-        tone="bad",
-    )
+    return ui.not_found_page(request, t("web.setup.closed", locale=ui.request_locale(request)))
 
 
 def _setup_page(
@@ -271,9 +258,7 @@ def _setup_page(
     values: dict[str, str] | None = None,
 ) -> Response:
     locale = ui.request_locale(request)
-    token = request.cookies.get(SETUP_CSRF_COOKIE) or ""
-    if len(token) < 32:
-        token = secrets.token_urlsafe(32)
+    token = SETUP_CSRF.token(request)
     extra = {} if error is None else {"error": error}
     response = ui.render(
         request,
@@ -285,14 +270,7 @@ def _setup_page(
         values=values or {},
         **extra,
     )
-    response.set_cookie(
-        SETUP_CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=ui.services_of(request).cookie_secure,
-        path="/setup",
-    )
+    SETUP_CSRF.set_cookie(request, response, token)
     return response
 
 
@@ -315,13 +293,7 @@ async def setup(request: Request) -> Response:
     except StarletteHTTPException:
         return _setup_page(request, status=400, error=t("web.error.csrf", locale=locale))
     form = SetupForm(raw)
-    submitted = raw.get("csrf_token")
-    expected = request.cookies.get(SETUP_CSRF_COOKIE) or ""
-    if (
-        not isinstance(submitted, str)
-        or len(expected) < 32
-        or not hmac.compare_digest(submitted.encode(), expected.encode())
-    ):
+    if not SETUP_CSRF.matches(request, raw.get("csrf_token")):
         return _setup_page(
             request, status=403, error=t("web.error.csrf", locale=locale), values=form.values()
         )
@@ -343,7 +315,7 @@ async def setup(request: Request) -> Response:
         return _setup_page(request, status=422, error=exc.message(locale), values=form.values())
     request.app.state.kyso_setup_done = True
     response = ui.redirect("/login", done="setup_complete")
-    response.delete_cookie(SETUP_CSRF_COOKIE, path="/setup")
+    SETUP_CSRF.forget(response)
     return response
 
 

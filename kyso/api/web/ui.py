@@ -141,13 +141,12 @@ def need(request: Request, *roles: str) -> Visitor | Response:
             back += "?" + request.url.query
         return redirect(with_query("/login", next=back))
     if roles and not who.principal.has(*roles):
-        return render(
+        locale = request_locale(request)
+        return message_page(
             request,
-            "message.html.j2",
-            status=403,
-            heading=t("web.forbidden.title", locale=request_locale(request)),
-            text=t("web.forbidden.text", locale=request_locale(request)),
-            tone="bad",
+            403,
+            t("web.forbidden.text", locale=locale),
+            heading=t("web.forbidden.title", locale=locale),
         )
     return who
 
@@ -255,6 +254,22 @@ def render(
     response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
     remember_locale(request, response, locale)
     return response
+
+
+def message_page(
+    request: Request, status: int, text: str, *, heading: str | None = None
+) -> HTMLResponse:
+    """A page that only says what went wrong (heading "Error" unless another is given)."""
+    heading = heading or t("web.error.title", locale=request_locale(request))
+    return render(request, "message.html.j2", status=status, heading=heading, text=text, tone="bad")
+
+
+def not_found_page(request: Request, text: str | None = None) -> HTMLResponse:
+    """404 with ``text`` (by default: the page or document does not exist or is not the
+    user's agency's, which is deliberately the same answer)."""
+    locale = request_locale(request)
+    text = text or t("web.notfound.text", locale=locale)
+    return message_page(request, 404, text, heading=t("web.notfound.title", locale=locale))
 
 
 def _flash(done: str | None, locale: str) -> str | None:
