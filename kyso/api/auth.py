@@ -115,6 +115,12 @@ async def _check_csrf(request: Request, expected: str) -> None:
     if not given:
         content_type = request.headers.get("content-type", "")
         if content_type.startswith(_FORMS):
+            # Starlette spools the whole form to find the token: only a body of announced,
+            # bounded size is read (browsers always announce the length of a form post).
+            limit = _services(request).settings.upload_max_bytes + (1 << 20)
+            length = request.headers.get("content-length", "")
+            if not length.isdigit() or int(length) > limit:
+                raise Problem(403, "csrf", t("accounts.auth.csrf"))
             form = await request.form()
             value = form.get(CSRF_FIELD)
             given = value if isinstance(value, str) else None

@@ -465,6 +465,15 @@ def c_send(w: World) -> None:
             headers=w.b_all,
         )
     )
+    # the same as multipart/form-data with an attachment
+    hidden(
+        w.s.client.post(
+            "/api/v1/exchange/send",
+            data={"document_id": str(w.sealed), "recipients": w.s.a},
+            files=[("attachments", ("phu-luc.txt", b"x", "text/plain"))],
+            headers=w.b_all,
+        )
+    )
 
 
 def c_outbox(w: World) -> None:
@@ -497,6 +506,13 @@ def c_inbox(w: World) -> None:
 
 def c_incoming(w: World) -> None:
     hidden(w.s.client.get(f"/api/v1/exchange/inbox/{w.incoming}", headers=w.b_all))
+
+
+def c_incoming_attachment(w: World) -> None:
+    path = f"/api/v1/exchange/inbox/{w.incoming}/attachments/0"
+    own = w.s.client.get(path, headers=w.s.auth(w.s.a, "clerk"))
+    assert own.status_code == 200 and own.content.startswith(b"%PDF"), own.text[:300]
+    hidden(w.s.client.get(path, headers=w.b_all))
 
 
 def c_incoming_status(w: World) -> None:
@@ -551,6 +567,7 @@ CHECKS: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/api/v1/exchange/inbox"): c_inbox,
     ("POST", "/api/v1/exchange/inbox"): c_peer_inbox,
     ("GET", "/api/v1/exchange/inbox/{message_id}"): c_incoming,
+    ("GET", "/api/v1/exchange/inbox/{message_id}/attachments/{index}"): c_incoming_attachment,
     ("POST", "/api/v1/exchange/inbox/{message_id}/status"): c_incoming_status,
     ("POST", "/api/v1/exchange/status"): c_peer_status,
     ("POST", "/api/v1/auth/login"): c_login,

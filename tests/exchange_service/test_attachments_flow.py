@@ -5,6 +5,7 @@ every PDF, files the document and keeps every file, which its clerk can read bac
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 import uuid
@@ -98,10 +99,21 @@ def test_attachments_are_sealed_sent_verified_and_kept(
             data = stream.read()
         assert data == expected and info["sha256"] == hashlib.sha256(expected).hexdigest()
 
-    # another agency's clerk, or a file that is not there: not found
+    # over HTTP: the bytes, their hash, the Vietnamese file name (RFC 6266 filename*)
+    reply = b.api("GET", f"/inbox/{received['id']}/attachments/1", B1, "clerk")
+    assert reply.status_code == 200 and reply.content == travelled
+    assert reply.headers["content-type"] == "application/pdf"
+    assert reply.headers["x-content-sha256"] == hashlib.sha256(travelled).hexdigest()
+    assert (
+        "filename*=utf-8''Ph%E1%BB%A5%20l%E1%BB%A5c%20I.pdf" in reply.headers["content-disposition"]
+    )
+    assert b.api("GET", f"/inbox/{received['id']}/attachments/7", B1, "clerk").status_code == 404
+
+    # a clerk of another agency on the same instance, or a file that is not there: not found
+    stranger = dataclasses.replace(clerk_b, agency="000.00.00.H99")
     with (
         pytest.raises(Problem) as other,
-        exchange.open_incoming_attachment(a.services, a.user(A1, "clerk"), received["id"], 1),
+        exchange.open_incoming_attachment(b.services, stranger, received["id"], 1),
     ):
         pass
     assert other.value.status == 404

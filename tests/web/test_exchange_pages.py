@@ -418,3 +418,113 @@ def test_a_rejected_message_is_listed_with_its_reasons_and_no_buttons(
         assert reasons and all(r["message"] in item for r in reasons)
         assert "/status" not in item  # nothing to answer
         assert '<a href="/documents/' not in item  # nothing filed
+
+
+# -- attachments ----------------------------------------------------------------------------------
+
+
+def _attachment_names(app: WebApp, outgoing_id: object) -> list[tuple[str, str, bytes]]:
+    """(name, content type, bytes) of each file of the signed message an outgoing row names."""
+    import base64
+
+    from lxml import etree
+
+    with app.services.catalog.session() as s:
+        key = s.scalar(
+            sa.select(exchange.outgoing.c.object_key).where(exchange.outgoing.c.id == outgoing_id)
+        )
+    with app.services.store.open(str(key)) as fh:
+        root = etree.fromstring(fh.read(), parser=etree.XMLParser(huge_tree=True))
+    ns = "{http://www.mic.gov.vn/TBT/QCVN_102_2016}"
+    return [
+        (
+            item.findtext(f"{ns}AttachmentName") or "",
+            item.findtext(f"{ns}ContentType") or "",
+            base64.b64decode("".join((item.findtext(f"{ns}ContentTransferEncoded") or "").split())),
+        )
+        for item in root.iter(f"{ns}Attachment")
+    ]
+
+
+def test_the_send_form_carries_attachments_with_the_same_limits_as_the_api(
+    ready: WebApp, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    app = ready
+    doc = new_document(app, "Công văn có phụ lục", step="sealed", tmp=tmp_path_factory.mktemp("p"))
+    note = "Danh sách đơn vị nhận kèm theo.\n".encode() * 20
+    with logged_in(app, "clerk") as clerk:
+        page = clerk.get(f"/documents/{doc}").text
+        form = page[
+            page.index('id="send-form"') : page.index("</form>", page.index('id="send-form"'))
+        ]
+        assert 'enctype="multipart/form-data"' in page.split('id="send-form"')[0][-300:]
+        assert 'type="file"' in form and 'name="attachments"' in form and "multiple" in form
+        assert "Tệp đính kèm" in form and "tối đa 20 tệp" in form  # the hint, in Vietnamese
+        token = csrf_in(page)
+        fields = {"csrf_token": token, "recipients": OTHER_AGENCY}
+
+        # without the CSRF token nothing is sent, also as multipart
+        forged = clerk.post(
+            f"/documents/{doc}/send",
+            data={"recipients": OTHER_AGENCY},
+            files=[("attachments", ("x.txt", b"x", "text/plain"))],
+        )
+        assert forged.status_code == 403 and "<html" in forged.text
+        # an empty file: a page saying which one (no traceback), nothing sent
+        empty = clerk.post(
+            f"/documents/{doc}/send",
+            data=fields,
+            files=[("attachments", ("Phụ lục trống.pdf", b"", "application/pdf"))],
+        )
+        assert empty.status_code == 422 and "<html" in empty.text
+        assert "Phụ lục trống.pdf" in html.unescape(empty.text) and "Traceback" not in empty.text
+        # 21 files: the same limit as the API
+        many = clerk.post(
+            f"/documents/{doc}/send",
+            data=fields,
+            files=[("attachments", (f"{i}.txt", b"x", "text/plain")) for i in range(21)],
+        )
+        assert many.status_code == 422 and "20" in many.text
+        assert _outgoing(app, doc, OTHER_AGENCY) == []
+
+        sent = clerk.post(
+            f"/documents/{doc}/send",
+            data=fields,
+            files=[
+                ("attachments", ("Phụ lục/Danh sách.odt", note, "application/octet-stream")),
+                # what a browser posts for an input with no file chosen: skipped
+                ("attachments", ("", b"", "application/octet-stream")),
+            ],
+        )
+        assert sent.status_code == 303, sent.text[:500]
+        assert sent.headers["location"] == "/exchange/outbox?done=exchange_sent"
+    [row] = _outgoing(app, doc, OTHER_AGENCY)
+    main, attached = _attachment_names(app, row["id"])
+    assert main[1] == "application/pdf"
+    assert attached == ("Danh sách.odt", "application/vnd.oasis.opendocument.text", note)
+
+
+def test_the_api_takes_attachments_from_a_signed_in_browser_too(
+    ready: WebApp, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A cookie session posting multipart to the API: the CSRF check reads the form first
+    (csrf_token field), and the same limits apply to the files it read."""
+    app = ready
+    doc = new_document(app, "Công văn gửi qua API", step="sealed", tmp=tmp_path_factory.mktemp("q"))
+    with logged_in(app, "clerk") as clerk:
+        token = csrf_in(clerk.get(f"/documents/{doc}").text)
+        fields = {"document_id": str(doc), "recipients": OTHER_AGENCY}
+        one = [("attachments", ("Tờ trình.txt", "Nội dung".encode(), "text/plain"))]
+        forged = clerk.post("/api/v1/exchange/send", data=fields, files=one)
+        assert forged.status_code == 403 and forged.json()["type"].endswith("/csrf")
+        empty = clerk.post(
+            "/api/v1/exchange/send",
+            data={**fields, "csrf_token": token},
+            files=[("attachments", ("trống.txt", b"", "text/plain"))],
+        )
+        assert empty.status_code == 422 and "trống.txt" in empty.json()["detail"]
+        sent = clerk.post("/api/v1/exchange/send", data={**fields, "csrf_token": token}, files=one)
+        assert sent.status_code == 202, sent.text
+    [message] = sent.json()["messages"]
+    _, attached = _attachment_names(app, message["id"])
+    assert attached == ("Tờ trình.txt", "text/plain", "Nội dung".encode())

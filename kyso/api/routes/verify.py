@@ -9,64 +9,25 @@ account; rate limited per client address (``KYSO_VERIFY_RATE_LIMIT`` a minute, 4
 
 from __future__ import annotations
 
-import math
-import threading
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from kyso.api.problems import Problem, problem_response
+from kyso.api.problems import Problem
+from kyso.api.ratelimit import RateLimiter, app_limiter, client_address, too_many
 from kyso.api.routes.documents import ServicesDep, call, multipart_body, receive_upload
 from kyso.api.services import Services
 from kyso.i18n import current_locale, t
 
 router = APIRouter(prefix="/api/v1", tags=["verification"])
 
-WINDOW = 60.0
 FORMATS = ("json", "html", "pdf")
 
 
-class RateLimiter:
-    """At most ``limit`` events per client in any ``window`` seconds (a sliding log per
-    address; addresses idle for a window are forgotten).  Per process: with several API
-    replicas each one counts on its own."""
-
-    def __init__(self, limit: int, window: float = WINDOW, clock: Any = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._log: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-        self._next_sweep = 0.0
-
-    def hit(self, client: str) -> float:
-        """0 when allowed (and counted), else the seconds until the next one is."""
-        now = self.clock()
-        with self._lock:
-            if now >= self._next_sweep:
-                for key in [k for k, v in self._log.items() if not v or v[-1] <= now - self.window]:
-                    del self._log[key]
-                self._next_sweep = now + self.window
-            times = self._log.setdefault(client, deque())
-            while times and times[0] <= now - self.window:
-                times.popleft()
-            if len(times) >= self.limit:
-                return max(times[0] + self.window - now, 0.001)
-            times.append(now)
-            return 0.0
-
-
 def _limiter(request: Request, services: Services) -> RateLimiter:
-    state = request.app.state
-    limiter: RateLimiter | None = getattr(state, "verify_limiter", None)
-    if limiter is None or limiter.limit != services.settings.verify_rate_limit:
-        limiter = RateLimiter(services.settings.verify_rate_limit)
-        state.verify_limiter = limiter
-    return limiter
+    return app_limiter(request, "verify-api", services.settings.verify_rate_limit)
 
 
 def _verify(services: Services, path: Path, fmt: str, locale: str) -> bytes | dict[str, Any]:
@@ -109,20 +70,12 @@ async def verify_public(
             422, "validation", t("workflow.format", value=format, choices=", ".join(FORMATS))
         )
     locale = lang if lang in ("vi", "en") else current_locale()
-    client = request.client.host if request.client else "unknown"
     limit = services.settings.verify_rate_limit
-    wait = _limiter(request, services).hit(client)
+    wait = _limiter(request, services).hit(client_address(request))
     if wait:
-        seconds = math.ceil(wait)
-        response = problem_response(
-            429,
-            "rate-limited",
-            t("problem.rate-limited"),
-            t("workflow.verify.rate_limited", limit=limit, seconds=seconds),
-            retry_after=seconds,
+        return too_many(
+            wait, lambda seconds: t("workflow.verify.rate_limited", limit=limit, seconds=seconds)
         )
-        response.headers["Retry-After"] = str(seconds)
-        return response
     upload = await receive_upload(request, services.settings.upload_max_bytes)
     try:
         result = await call(_verify, services, upload.named(), fmt, locale)

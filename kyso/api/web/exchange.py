@@ -1,7 +1,8 @@
 """The pages of the exchange between agencies (issue 7): the outbox (what the agency sent,
 each recipient's delivery state and signed status history, requeue of dead messages, recall,
 the receipts), the inbox (what it received, the verdict, the buttons for the status answers
-03/04/05/06 and 15/16) and the "send" form of a sealed document.
+03/04/05/06 and 15/16) and the "send" form of a sealed document (with attachments:
+:mod:`kyso.api.uploads`).
 
 Every page calls :mod:`kyso.api.exchange` (the same functions as ``/api/v1/exchange``) with
 the signed-in :class:`~kyso.api.principal.Principal`: roles, the agency scope (another
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kyso.api import exchange
+from kyso.api import exchange, uploads
 from kyso.api.principal import Principal
 from kyso.api.problems import Problem
 from kyso.api.services import Services
@@ -27,6 +28,7 @@ from kyso.api.web.documents import _call, _date_text, _failure, _form, _message,
 from kyso.archive.models import Document
 from kyso.errors import KysoError
 from kyso.exchange.codes import BusinessDocType
+from kyso.exchange.edxml import Attachment
 from kyso.i18n import catalogue, t
 from kyso.signer.verify.model import Reason
 
@@ -274,27 +276,73 @@ async def recall_post(message_id: int, request: Request) -> Response:
 # -- sending a sealed document ------------------------------------------------------------------
 
 
+def _codes(chosen: list[Any], typed: str) -> list[str]:
+    """The ticked agencies, then the codes typed (separated by commas or semicolons)."""
+    codes = [v.strip() for v in chosen if isinstance(v, str) and v.strip()]
+    codes += [code.strip() for code in typed.replace(";", ",").split(",") if code.strip()]
+    return codes
+
+
+async def _send(
+    request: Request,
+    principal: Principal,
+    document_id: int,
+    chosen: list[str],
+    attachments: list[Attachment],
+) -> Response:
+    locale = ui.request_locale(request)
+    if not chosen:
+        return _message(request, 422, t("web.exchange.send.none_chosen", locale=locale))
+    services = ui.services_of(request)
+    try:
+        await _call(
+            exchange.send,
+            services,
+            principal,
+            document_id,
+            chosen[:200],
+            attachments=attachments,
+        )
+    except (KysoError, Problem) as exc:
+        return _failure(request, exc)
+    return ui.redirect("/exchange/outbox", done="exchange_sent")
+
+
 @router.post("/documents/{document_id}/send")
 async def send_post(document_id: int, request: Request) -> Response:
+    """The send form: ``multipart/form-data`` with the files of ``attachments`` (read by
+    :func:`kyso.api.uploads.receive_form`, the same limits and messages as the API), or a
+    plain form without files."""
     who = await _visitor(request, *exchange.CLERKS)
     if isinstance(who, Response):
         return who
     assert who.principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "multipart/form-data":
+        form = await _form(request, who)
+        if isinstance(form, Response):
+            return form
+        chosen = _codes(form.getlist("recipients"), _text(form, "other", 500))
+        return await _send(request, who.principal, document_id, chosen, [])
     locale = ui.request_locale(request)
     services = ui.services_of(request)
-    chosen = [v.strip() for v in form.getlist("recipients") if isinstance(v, str) and v.strip()]
-    typed = _text(form, "other", 500)
-    chosen += [code.strip() for code in typed.replace(";", ",").split(",") if code.strip()]
-    if not chosen:
-        return _message(request, 422, t("web.exchange.send.none_chosen", locale=locale))
     try:
-        await _call(exchange.send, services, who.principal, document_id, chosen[:200])
-    except (KysoError, Problem) as exc:
+        async with uploads.receive_form(
+            request,
+            limit=services.settings.upload_max_bytes,
+            file_limit=uploads.ATTACHMENT_MAX_BYTES,
+        ) as received:
+            try:
+                ui.check_csrf(request, who, received.get("csrf_token"))
+            except ui.CSRFError:
+                return _message(request, 403, t("web.error.csrf", locale=locale))
+            chosen = _codes(received.getlist("recipients"), (received.get("other") or "")[:500])
+            attachments = received.attachments()
+            # the files are read while the message is built, inside this block: the folder
+            # is removed when it ends
+            return await _send(request, who.principal, document_id, chosen, attachments)
+    except Problem as exc:  # too large, too many files, a file without name, an empty one
         return _failure(request, exc)
-    return ui.redirect("/exchange/outbox", done="exchange_sent")
 
 
 # -- the inbox --------------------------------------------------------------------------------

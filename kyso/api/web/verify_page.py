@@ -11,9 +11,6 @@ diff of what changed after signing.  Rate limited per client address
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from kyso.api.ratelimit import RateLimiter, app_limiter, client_address
 from kyso.api.services import Services
 from kyso.api.web import ui
 from kyso.i18n import set_locale, t
@@ -31,43 +29,10 @@ from kyso.signer.verify.render import data_uri
 
 router = APIRouter(include_in_schema=False)
 
-WINDOW = 60.0
-
-
-class RateLimiter:
-    """At most ``limit`` events per client in any ``window`` seconds (this process only)."""
-
-    def __init__(self, window: float = WINDOW) -> None:
-        self.window = window
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, client: str, limit: int, now: float | None = None) -> bool:
-        moment = time.monotonic() if now is None else now
-        with self._lock:
-            events = self._events.setdefault(client, deque())
-            while events and events[0] <= moment - self.window:
-                events.popleft()
-            if len(events) >= limit:
-                return False
-            events.append(moment)
-            if len(self._events) > 10_000:  # forget idle clients
-                for key in [k for k, v in self._events.items() if not v]:
-                    del self._events[key]
-            return True
-
 
 def limiter(request: Request) -> RateLimiter:
-    """The app's limiter of public verifications (one per app, kept in its state)."""
-    found = getattr(request.app.state, "kyso_web_verify_limiter", None)
-    if not isinstance(found, RateLimiter):
-        found = RateLimiter()
-        request.app.state.kyso_web_verify_limiter = found
-    return found
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The app's limiter of public verifications on this page (one per app, in its state)."""
+    return app_limiter(request, "verify-page", ui.services_of(request).settings.verify_rate_limit)
 
 
 def report_context(
@@ -141,7 +106,7 @@ async def verify_upload(request: Request) -> Response:
     def failed(status: int, message: str) -> Response:
         return ui.render(request, "verify.html.j2", status=status, title=title, error=message)
 
-    if not limiter(request).allow(client_address(request), services.settings.verify_rate_limit):
+    if not limiter(request).allow(client_address(request)):
         return failed(429, t("web.verify.rate_limited", locale=locale))
     limit_mb = services.settings.upload_max_bytes // (1 << 20)
     if not ui.content_length_ok(request):
