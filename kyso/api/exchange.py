@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 import ssl
 import tempfile
@@ -2108,6 +2109,28 @@ def open_incoming_attachment(
         )
     with services.store.open(key) as fh:
         yield info, fh
+
+
+def incoming_attachment_file(
+    services: Services, principal: Principal, message_id: int, index: int
+) -> tuple[dict[str, Any], Path]:
+    """:func:`open_incoming_attachment` copied (hash-checked) to a temporary file, for a
+    response to send and then delete: (its description, the file)."""
+    handle, name = tempfile.mkstemp(prefix="kyso-attachment-")
+    target = Path(name)
+    try:
+        with (
+            open_incoming_attachment(services, principal, message_id, index) as (
+                info,
+                stream,
+            ),
+            os.fdopen(handle, "wb") as out,
+        ):
+            shutil.copyfileobj(stream, out, 1 << 20)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return info, target
 
 
 def receipt(services: Services, principal: Principal, outgoing_id: int, index: int) -> bytes:

@@ -104,6 +104,17 @@ def _incoming_id(app: WebApp, document_id: int) -> int:
     return int(found)
 
 
+def _audit_events(app: WebApp, action: str, subject: str) -> list[AuditEvent]:
+    with app.services.catalog.session() as s:
+        return list(
+            s.scalars(
+                sa.select(AuditEvent).where(
+                    AuditEvent.action == action, AuditEvent.subject == subject
+                )
+            ).all()
+        )
+
+
 def _section(page: str, element_id: str) -> str:
     """The HTML of the <section id=element_id> of ``page``."""
     start = page.index(f'id="{element_id}"')
@@ -345,13 +356,7 @@ def test_a_dead_message_is_marked_with_its_error_and_can_be_sent_again(
         assert again["state"] == "queued" and again["attempts"] == 0
         page = c.get(done.headers["location"]).text
         assert 'data-state="queued"' in _section(page, f"out-{message['id']}")
-    with app.services.catalog.session() as s:
-        events = s.scalars(
-            sa.select(AuditEvent).where(
-                AuditEvent.action == "exchange.requeue",
-                AuditEvent.subject == f"exchange:outgoing:{message['id']}",
-            )
-        ).all()
+    events = _audit_events(app, "exchange.requeue", f"exchange:outgoing:{message['id']}")
     assert len(events) == 1 and events[0].actor == clerk.actor
 
 
@@ -528,3 +533,106 @@ def test_the_api_takes_attachments_from_a_signed_in_browser_too(
     [message] = sent.json()["messages"]
     _, attached = _attachment_names(app, message["id"])
     assert attached == ("Tờ trình.txt", "text/plain", "Nội dung".encode())
+
+
+# -- files received -------------------------------------------------------------------------------
+
+
+def test_the_inbox_lists_the_files_received_and_serves_them_byte_for_byte(
+    ready: WebApp, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """H41 sends a document with a PDF appendix (sealed on the way) and a text file; H42's
+    inbox lists the three files with their sizes and verdicts, each downloads exactly as it
+    travelled in the signed message, and nobody else gets them."""
+    import hashlib
+    from urllib.parse import quote
+
+    from kyso.api.web.ui import human_size
+    from kyso.exchange.edxml import Attachment
+    from kyso.i18n import t
+    from tests.web.conftest import make_pdf
+
+    app = ready
+    tmp = tmp_path_factory.mktemp("files")
+    doc = new_document(app, "Công văn kèm phụ lục", step="sealed", tmp=tmp)
+    appendix = tmp / "appendix.pdf"
+    appendix.write_bytes(make_pdf(1, title="PHU LUC"))
+    note = "Ghi chú: gửi kèm bảng số liệu.\n".encode() * 10
+    [message] = exchange.send(
+        app.services,
+        app.users["clerk"][0],
+        doc,
+        [OTHER_AGENCY],
+        attachments=[
+            Attachment(name="Phụ lục.pdf", path=appendix, description="Phụ lục số liệu"),
+            Attachment(name="Ghi chú.txt", data=note, content_type="text/plain"),
+        ],
+    )
+    _deliver(app)
+    travelled = {name: data for name, _, data in _attachment_names(app, message["id"])}
+    assert travelled["Ghi chú.txt"] == note
+    assert travelled["Phụ lục.pdf"] != appendix.read_bytes()  # sealed by the sender
+    incoming_id = _incoming_id(app, doc)
+    reader = app.others["clerk"][0]
+    files = exchange.incoming_message(app.services, reader, incoming_id)["attachments"]
+    assert len(files) == 3 and [f["index"] for f in files if f["main"]] == [0]
+    by_name = {f["name"]: f for f in files}
+
+    with logged_in(app, "clerk", others=True) as clerk_b, logged_in(app, "clerk") as clerk_a:
+        page = clerk_b.get("/exchange/inbox")
+        assert page.status_code == 200
+        item = _section(page.text, f"in-{incoming_id}")
+        listed = html.unescape(item[item.index(f'id="in-{incoming_id}-files"') :])
+        assert "<caption>Tệp nhận được</caption>" in listed
+        assert 'scope="col"' in listed and 'scope="row"' in listed
+        rows = listed.split('class="received-file"')[1:]
+        assert len(rows) == 3 and "văn bản chính" in rows[0]  # the document first
+        for f in files:
+            [row] = [r for r in rows if f'/attachments/{f["index"]}"' in r]
+            assert f["name"] in row and human_size(f["size"], "vi") in row
+            if f["indication"]:
+                assert f'data-indication="{f["indication"]}"' in row
+                assert t(f"verify.indication.{f['indication']}", locale="vi") in row
+            else:
+                assert "Không phải tệp PDF" in row
+        assert by_name["Phụ lục.pdf"]["indication"] == "TOTAL_PASSED"
+        assert "Phụ lục số liệu" in listed
+        english = html.unescape(clerk_b.get("/exchange/inbox?lang=en").text)
+        assert "Files received" in english and "Not a PDF file" in english
+
+        for name in ("Phụ lục.pdf", "Ghi chú.txt"):
+            info = by_name[name]
+            got = clerk_b.get(f"/exchange/inbox/{incoming_id}/attachments/{info['index']}")
+            assert got.status_code == 200, got.text[:300]
+            assert got.content == travelled[name]
+            assert hashlib.sha256(got.content).hexdigest() == info["sha256"]
+            assert got.headers["content-type"].startswith(info["content_type"])
+            disposition = got.headers["content-disposition"]
+            assert disposition.startswith("attachment")
+            assert f"filename*=utf-8''{quote(name)}" in disposition
+            assert got.headers["x-content-type-options"] == "nosniff"
+            assert got.headers["cache-control"] == "no-store"
+        main = clerk_b.get(f"/exchange/inbox/{incoming_id}/attachments/0")
+        assert main.status_code == 200 and main.content.startswith(b"%PDF")
+
+        # another agency's message, a missing file, ids that are not ids: not found, a page
+        for client, path in (
+            (clerk_a, f"/exchange/inbox/{incoming_id}/attachments/0"),
+            (clerk_b, f"/exchange/inbox/{incoming_id}/attachments/3"),
+            (clerk_b, f"/exchange/inbox/{incoming_id}/attachments/99999999999"),
+            (clerk_b, f"/exchange/inbox/{incoming_id}/attachments/-1"),
+            (clerk_b, "/exchange/inbox/abc/attachments/0"),
+            (clerk_b, "/exchange/inbox/0/attachments/0"),
+            (clerk_b, f"/exchange/inbox/{2**40}/attachments/0"),
+            (clerk_b, "/exchange/inbox/2147483647/attachments/0"),
+        ):
+            refused = client.get(path)
+            assert refused.status_code == 404, path
+            assert "<html" in refused.text and "Traceback" not in refused.text
+        # the sender's page does not list them as received
+        assert f'id="in-{incoming_id}-files"' not in clerk_a.get("/exchange/inbox").text
+    with httpx.Client(base_url=app.url) as anonymous:
+        reply = anonymous.get(f"/exchange/inbox/{incoming_id}/attachments/0")
+        assert reply.status_code == 303 and reply.headers["location"].startswith("/login?next=")
+    reads = _audit_events(app, "exchange.attachment.read", f"exchange:incoming:{incoming_id}")
+    assert len(reads) == 3 and {e.actor for e in reads} == {reader.actor}

@@ -27,8 +27,6 @@ minute, together; 429 with ``Retry-After``).
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -315,27 +313,6 @@ async def incoming_message(
     return await run_in_threadpool(exchange.incoming_message, services, principal, message_id)
 
 
-def _attachment_to_file(
-    services: Services, principal: Principal, message_id: int, index: int
-) -> tuple[dict[str, Any], Path]:
-    """The attachment copied (hash-checked) to a temporary file the response then sends."""
-    handle, name = tempfile.mkstemp(prefix="kyso-attachment-")
-    target = Path(name)
-    try:
-        with (
-            exchange.open_incoming_attachment(services, principal, message_id, index) as (
-                info,
-                stream,
-            ),
-            os.fdopen(handle, "wb") as out,
-        ):
-            shutil.copyfileobj(stream, out, 1 << 20)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return info, target
-
-
 @router.get(
     "/inbox/{message_id}/attachments/{index}",
     response_class=FileResponse,
@@ -350,7 +327,7 @@ async def incoming_attachment(
     """A file of a document the caller's agency received (the document itself is index 0),
     byte for byte as it arrived (checked against its SHA-256)."""
     info, path = await run_in_threadpool(
-        _attachment_to_file, services, principal, message_id, index
+        exchange.incoming_attachment_file, services, principal, message_id, index
     )
     return FileResponse(
         path,

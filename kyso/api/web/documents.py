@@ -64,30 +64,6 @@ async def _posted(request: Request, *roles: str) -> tuple[forms.Page, FormData]:
     return await forms.posted(request, *roles, limits=forms.WITH_FILE)
 
 
-# What kyso.api.web.exchange imports from here, with the answers as return values (it checks
-# ``isinstance(..., Response)``) rather than raised.
-_call = forms.call
-_failure = forms.failure
-_message = ui.message_page
-_text = forms.field
-
-
-async def _visitor(request: Request, *roles: str) -> ui.Visitor | Response:
-    """The signed-in user with one of ``roles``, else the login redirect or the 403 page."""
-    try:
-        return (await forms.signed_in(request, *roles)).who
-    except forms.Answer as answer:
-        return answer.response
-
-
-async def _form(request: Request, who: ui.Visitor) -> FormData | Response:
-    """The posted form, its CSRF token checked; else the page saying what to do."""
-    try:
-        return await forms.read_form(request, who, forms.WITH_FILE)
-    except forms.Answer as answer:
-        return answer.response
-
-
 def _int(value: Any) -> int | None:
     if isinstance(value, str) and re.fullmatch(r"-?\d{1,9}", value.strip()):
         return int(value.strip())

@@ -13,26 +13,28 @@ See docs/web-ui.md ("Exchange between agencies").
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi import Request
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
 
 from kyso.api import exchange, uploads
 from kyso.api.principal import Principal
 from kyso.api.problems import Problem
+from kyso.api.routes.exchange import MAX_ID
 from kyso.api.services import Services
-from kyso.api.web import ui
-from kyso.api.web.documents import _call, _date_text, _failure, _form, _message, _text, _visitor
+from kyso.api.web import forms, ui
+from kyso.api.web.documents import _date_text
 from kyso.archive.models import Document
-from kyso.errors import KysoError
 from kyso.exchange.codes import BusinessDocType
 from kyso.exchange.edxml import Attachment
 from kyso.i18n import catalogue, t
 from kyso.signer.verify.model import Reason
 
-router = APIRouter(include_in_schema=False)
+router = forms.page_router()
 
 LIMIT = 200
 """The pages show the newest 200 messages (the API pages further)."""
@@ -45,6 +47,7 @@ STATE_TONES = {
     "failed": "bad",
     "dead": "bad",
 }
+INDICATION_TONES = {"TOTAL_PASSED": "good", "TOTAL_FAILED": "bad", "INDETERMINATE": "warn"}
 STATUS_TONES = {"01": "good", "02": "bad", "03": "good", "06": "good", "13": "warn", "16": "bad"}
 
 
@@ -195,38 +198,23 @@ def _outbox_page(services: Services, principal: Principal, locale: str) -> dict[
 
 @router.get("/exchange/outbox")
 async def outbox_page(request: Request) -> Response:
-    who = await _visitor(request, *exchange.READERS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    try:
-        page = await _call(_outbox_page, services, who.principal, locale)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+    page = await forms.signed_in(request, *exchange.READERS)
+    facts = await page.run(_outbox_page, page.services, page.principal, page.locale)
     return ui.render(
         request,
         "exchange_outbox.html.j2",
-        title=t("web.exchange.outbox.title", locale=locale),
-        **page,
+        title=t("web.exchange.outbox.title", locale=page.locale),
+        **facts,
     )
 
 
 @router.get("/exchange/outbox/{message_id}/receipts/{index}")
 async def receipt_download(message_id: int, index: int, request: Request) -> Response:
     """The signed status message (the receipt), exactly as received and archived."""
-    who = await _visitor(request, *exchange.READERS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    services = ui.services_of(request)
+    page = await forms.signed_in(request, *exchange.READERS)
     if not (0 < message_id < 2**31 and 0 <= index <= 10_000):
-        return _failure(request, Problem(404, "not-found", str(message_id)))
-    try:
-        data = await _call(exchange.receipt, services, who.principal, message_id, index)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+        return ui.not_found_page(request)
+    data = await page.run(exchange.receipt, page.services, page.principal, message_id, index)
     return Response(
         data,
         media_type="application/xml",
@@ -240,36 +228,16 @@ async def receipt_download(message_id: int, index: int, request: Request) -> Res
 
 @router.post("/exchange/outbox/{message_id}/requeue")
 async def requeue_post(message_id: int, request: Request) -> Response:
-    who = await _visitor(request, *exchange.CLERKS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    services = ui.services_of(request)
-    try:
-        await _call(exchange.requeue, services, who.principal, message_id)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+    page, _ = await forms.posted(request, *exchange.CLERKS, limits=forms.WITH_FILE)
+    await page.run(exchange.requeue, page.services, page.principal, message_id)
     return ui.redirect("/exchange/outbox", done="exchange_requeued")
 
 
 @router.post("/exchange/outbox/{message_id}/recall")
 async def recall_post(message_id: int, request: Request) -> Response:
-    who = await _visitor(request, *exchange.CLERKS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    services = ui.services_of(request)
-    reason = _text(form, "reason", 2000) or None
-    try:
-        await _call(exchange.recall, services, who.principal, message_id, reason=reason)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+    page, form = await forms.posted(request, *exchange.CLERKS, limits=forms.WITH_FILE)
+    reason = forms.field(form, "reason", 2000) or None
+    await page.run(exchange.recall, page.services, page.principal, message_id, reason=reason)
     return ui.redirect("/exchange/outbox", done="exchange_recalled")
 
 
@@ -284,27 +252,19 @@ def _codes(chosen: list[Any], typed: str) -> list[str]:
 
 
 async def _send(
-    request: Request,
-    principal: Principal,
-    document_id: int,
-    chosen: list[str],
-    attachments: list[Attachment],
+    page: forms.Page, document_id: int, chosen: list[str], attachments: list[Attachment]
 ) -> Response:
-    locale = ui.request_locale(request)
     if not chosen:
-        return _message(request, 422, t("web.exchange.send.none_chosen", locale=locale))
-    services = ui.services_of(request)
-    try:
-        await _call(
-            exchange.send,
-            services,
-            principal,
-            document_id,
-            chosen[:200],
-            attachments=attachments,
-        )
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+        text = t("web.exchange.send.none_chosen", locale=page.locale)
+        return ui.message_page(page.request, 422, text)
+    await page.run(
+        exchange.send,
+        page.services,
+        page.principal,
+        document_id,
+        chosen[:200],
+        attachments=attachments,
+    )
     return ui.redirect("/exchange/outbox", done="exchange_sent")
 
 
@@ -313,39 +273,54 @@ async def send_post(document_id: int, request: Request) -> Response:
     """The send form: ``multipart/form-data`` with the files of ``attachments`` (read by
     :func:`kyso.api.uploads.receive_form`, the same limits and messages as the API), or a
     plain form without files."""
-    who = await _visitor(request, *exchange.CLERKS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
+    page = await forms.signed_in(request, *exchange.CLERKS)
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if kind != "multipart/form-data":
-        form = await _form(request, who)
-        if isinstance(form, Response):
-            return form
-        chosen = _codes(form.getlist("recipients"), _text(form, "other", 500))
-        return await _send(request, who.principal, document_id, chosen, [])
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
+        form = await forms.read_form(request, page.who, forms.WITH_FILE)
+        chosen = _codes(form.getlist("recipients"), forms.field(form, "other", 500))
+        return await _send(page, document_id, chosen, [])
     try:
         async with uploads.receive_form(
             request,
-            limit=services.settings.upload_max_bytes,
+            limit=page.services.settings.upload_max_bytes,
             file_limit=uploads.ATTACHMENT_MAX_BYTES,
         ) as received:
             try:
-                ui.check_csrf(request, who, received.get("csrf_token"))
+                ui.check_csrf(request, page.who, received.get("csrf_token"))
             except ui.CSRFError:
-                return _message(request, 403, t("web.error.csrf", locale=locale))
+                return ui.message_page(request, 403, t("web.error.csrf", locale=page.locale))
             chosen = _codes(received.getlist("recipients"), (received.get("other") or "")[:500])
-            attachments = received.attachments()
             # the files are read while the message is built, inside this block: the folder
             # is removed when it ends
-            return await _send(request, who.principal, document_id, chosen, attachments)
+            return await _send(page, document_id, chosen, received.attachments())
     except Problem as exc:  # too large, too many files, a file without name, an empty one
-        return _failure(request, exc)
+        return forms.failure(request, exc)
 
 
 # -- the inbox --------------------------------------------------------------------------------
+
+
+def _received_files(
+    incoming_id: int, attachments: list[dict[str, Any]], locale: str
+) -> list[dict[str, Any]]:
+    """The files of an accepted message as the inbox lists them (the document first), each
+    with its download link and, for a PDF, the verdict on its signatures."""
+    files = []
+    for item in sorted(attachments, key=lambda a: (not a.get("main"), a.get("index", 0))):
+        key = f"verify.indication.{item.get('indication')}"
+        files.append(
+            {
+                "name": item.get("name") or f"#{item.get('index')}",
+                "href": f"/exchange/inbox/{incoming_id}/attachments/{item.get('index')}",
+                "size": ui.human_size(int(item.get("size") or 0), locale),
+                "description": item.get("description") or "",
+                "main": bool(item.get("main")),
+                "indication": item.get("indication") or "",
+                "tone": INDICATION_TONES.get(str(item.get("indication")), ""),
+                "indication_label": t(key, locale=locale) if key in catalogue() else "",
+            }
+        )
+    return files
 
 
 def _inbox_page(services: Services, principal: Principal, locale: str) -> dict[str, Any]:
@@ -381,6 +356,9 @@ def _inbox_page(services: Services, principal: Principal, locale: str) -> dict[s
                 "accepted": bool(row["accepted"]),
                 "reasons": _reason_texts(verdict.get("reasons"), locale),
                 "indications": indications,
+                "files": _received_files(row["id"], full.get("attachments") or [], locale)
+                if row["accepted"]
+                else [],
                 "state": row["state"],
                 "state_label": _label("incoming", row["state"], locale),
                 "statuses": own,
@@ -397,44 +375,57 @@ def _inbox_page(services: Services, principal: Principal, locale: str) -> dict[s
 
 @router.get("/exchange/inbox")
 async def inbox_page(request: Request) -> Response:
-    who = await _visitor(request, *exchange.READERS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    try:
-        page = await _call(_inbox_page, services, who.principal, locale)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+    page = await forms.signed_in(request, *exchange.READERS)
+    facts = await page.run(_inbox_page, page.services, page.principal, page.locale)
     return ui.render(
         request,
         "exchange_inbox.html.j2",
-        title=t("web.exchange.inbox.title", locale=locale),
+        title=t("web.exchange.inbox.title", locale=page.locale),
         progress_codes=PROGRESS_CODES,
         recall_codes=RECALL_CODES,
-        code_labels={c: _label("code", c, locale) for c in PROGRESS_CODES + RECALL_CODES},
-        **page,
+        code_labels={c: _label("code", c, page.locale) for c in PROGRESS_CODES + RECALL_CODES},
+        **facts,
+    )
+
+
+def _number(value: str, high: int) -> int | None:
+    """A path segment as an integer from 0 to ``high``, else None (the page is not found)."""
+    if re.fullmatch(r"\d{1,10}", value) and int(value) <= high:
+        return int(value)
+    return None
+
+
+@router.get("/exchange/inbox/{incoming_id}/attachments/{index}")
+async def received_file(incoming_id: str, index: str, request: Request) -> Response:
+    """A file of a message the agency received (the document itself is index 0), byte for
+    byte as it arrived: checked against its SHA-256, the reading audited, by the function of
+    ``GET /api/v1/exchange/inbox/{id}/attachments/{index}``.  Any id that is not a message of
+    the agency, or an index it does not have, is "not found"."""
+    page = await forms.signed_in(request, *exchange.READERS)
+    message_id, number = _number(incoming_id, MAX_ID), _number(index, 10_000)
+    if not message_id or number is None:
+        return ui.not_found_page(request)
+    info, path = await page.run(
+        exchange.incoming_attachment_file, page.services, page.principal, message_id, number
+    )
+    return FileResponse(
+        path,
+        media_type=info.get("content_type") or "application/octet-stream",
+        filename=info["name"],
+        background=BackgroundTask(path.unlink, missing_ok=True),
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
     )
 
 
 @router.post("/exchange/inbox/{incoming_id}/status")
 async def status_post(incoming_id: int, request: Request) -> Response:
-    who = await _visitor(request, *exchange.CLERKS)
-    if isinstance(who, Response):
-        return who
-    assert who.principal is not None
-    form = await _form(request, who)
-    if isinstance(form, Response):
-        return form
-    locale = ui.request_locale(request)
-    services = ui.services_of(request)
-    code = _text(form, "code", 2)
+    page, form = await forms.posted(request, *exchange.CLERKS, limits=forms.WITH_FILE)
+    code = forms.field(form, "code", 2)
     if code not in PROGRESS_CODES + RECALL_CODES:
-        return _message(request, 422, t("web.exchange.inbox.bad_code", locale=locale))
-    description = _text(form, "description", 2000) or None
-    try:
-        await _call(exchange.set_status, services, who.principal, incoming_id, code, description)
-    except (KysoError, Problem) as exc:
-        return _failure(request, exc)
+        text = t("web.exchange.inbox.bad_code", locale=page.locale)
+        return ui.message_page(request, 422, text)
+    description = forms.field(form, "description", 2000) or None
+    await page.run(
+        exchange.set_status, page.services, page.principal, incoming_id, code, description
+    )
     return ui.redirect("/exchange/inbox", done="exchange_status")
