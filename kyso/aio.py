@@ -10,10 +10,12 @@ own, where ``asyncio.run`` may start its loop.  The caller blocks either way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import functools
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -25,3 +27,21 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kyso-run-sync") as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def sync_twin(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The synchronous form of a coroutine function ``async_<name>``, named ``<name>``: the
+    same parameters (for type checkers too), run to completion by :func:`run_sync` (from any
+    thread).  Written once so that a twin cannot forget to pass on a parameter."""
+
+    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(coroutine_function(*args, **kwargs))
+
+    functools.update_wrapper(twin, coroutine_function)  # module, signature (``__wrapped__``)
+    twin.__name__ = coroutine_function.__name__.removeprefix("async_")
+    twin.__qualname__ = coroutine_function.__qualname__.removeprefix("async_")
+    twin.__doc__ = (
+        f"Synchronous twin of :func:`{coroutine_function.__name__}` (any thread: "
+        ":func:`kyso.aio.run_sync`)."
+    )
+    return twin

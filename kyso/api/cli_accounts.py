@@ -204,28 +204,27 @@ def users_list(
     out.print(table)
 
 
-@users_app.command("disable")
-def users_disable(username: Annotated[str, typer.Argument(help="Login name")]) -> None:
-    """Disable a user: their sessions end and their API tokens stop working at once."""
+def _set_disabled(username: str, disabled: bool) -> None:
     services = _services()
     try:
         user = services.accounts.user_by_name(username)
-        services.accounts.set_disabled(user.id, True, agency=None, actor=_actor())
+        services.accounts.set_disabled(user.id, disabled, agency=None, actor=_actor())
     except KysoError as exc:
         _fail(exc)
-    out.print(t("accounts.cli.user_disabled", username=user.username))
+    done = "accounts.cli.user_disabled" if disabled else "accounts.cli.user_enabled"
+    out.print(t(done, username=user.username))
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="Login name")]) -> None:
+    """Disable a user: their sessions end and their API tokens stop working at once."""
+    _set_disabled(username, True)
 
 
 @users_app.command("enable")
 def users_enable(username: Annotated[str, typer.Argument(help="Login name")]) -> None:
     """Enable a disabled user again."""
-    services = _services()
-    try:
-        user = services.accounts.user_by_name(username)
-        services.accounts.set_disabled(user.id, False, agency=None, actor=_actor())
-    except KysoError as exc:
-        _fail(exc)
-    out.print(t("accounts.cli.user_enabled", username=user.username))
+    _set_disabled(username, False)
 
 
 @users_app.command("issue-key")

@@ -25,17 +25,16 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import functools
 import hashlib
 import os
 import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal, ParamSpec, TypeVar, cast
+from typing import IO, Any, BinaryIO, Literal, cast
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -63,7 +62,7 @@ from signxml.exceptions import (
     SignXMLException,
 )
 
-from kyso.aio import run_sync
+from kyso.aio import sync_twin
 from kyso.certs.keys import KeyHandle
 from kyso.certs.trust import TrustStore
 from kyso.exchange.errors import ExchangeSigningError, MalformedMessage, MessageTooLarge
@@ -779,28 +778,6 @@ def check_sender(
     if fingerprint(certificate) not in {fingerprint(c) for c in known}:
         return [Reason("exchange.reason.signer_not_sender", {"organ_id": organ_id})]
     return []
-
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def sync_twin(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
-    """The synchronous form of a parser ``async_<name>``, named ``<name>``: the same
-    parameters (for type checkers too), run to completion by :func:`kyso.aio.run_sync` (from
-    any thread).  Written once so that a twin cannot forget to pass on a parameter."""
-
-    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
-        return run_sync(coroutine_function(*args, **kwargs))
-
-    functools.update_wrapper(twin, coroutine_function)  # module, signature (``__wrapped__``)
-    twin.__name__ = coroutine_function.__name__.removeprefix("async_")
-    twin.__qualname__ = coroutine_function.__qualname__.removeprefix("async_")
-    twin.__doc__ = (
-        f"Synchronous twin of :func:`{coroutine_function.__name__}` (any thread: "
-        ":func:`kyso.aio.run_sync`)."
-    )
-    return twin
 
 
 def write_base64(

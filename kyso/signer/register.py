@@ -66,7 +66,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 
-from kyso.aio import run_sync
+from kyso.aio import run_sync, sync_twin
 from kyso.signer import fonts
 from kyso.signer.appearance import (
     AppearanceError,
@@ -1129,30 +1129,4 @@ def _date_texts(issued: dt.date, place: str | None, printed: str) -> tuple[str, 
     return (f"{printed_place}, {date_only}" if printed_place else date_only), date_only
 
 
-def fill_register_fields(
-    source: Path,
-    target: Path,
-    *,
-    number: int | str,
-    symbol: str,
-    issued: dt.date | None = None,
-    place: str | None = None,
-    names: tuple[str, str] = DEFAULT_NAMES,
-    today: dt.date | None = None,
-    is_agency: Callable[[x509.Certificate], bool] = _is_agency,
-) -> tuple[str, str]:
-    """Synchronous twin of :func:`async_fill_register_fields` (not inside an event loop)."""
-
-    return run_sync(
-        async_fill_register_fields(
-            source,
-            target,
-            number=number,
-            symbol=symbol,
-            issued=issued,
-            place=place,
-            names=names,
-            today=today,
-            is_agency=is_agency,
-        )
-    )
+fill_register_fields = sync_twin(async_fill_register_fields)
