@@ -1,22 +1,29 @@
-"""Forms with several files: the attachments of a document sent to other agencies, posted to
-``POST /api/v1/exchange/send`` (``multipart/form-data``) and from the web "send" form.
+"""Streamed ``multipart/form-data`` forms with files: the attachments of a document sent to
+other agencies (``POST /api/v1/exchange/send`` and the web "send" form) and the one PDF of
+``POST /api/v1/documents`` and ``POST /api/v1/verify``.
 
-One parser for both, so that the limits and the messages are the same:
+One parser for all of them, so that the limits and the messages are the same:
 
 * the files of ``file_field`` are streamed to a private temporary folder as they arrive (never
   held whole in memory), at most ``max_files`` of them (422), their total at most ``limit``
   bytes and each at most ``file_limit`` (413 as soon as it is passed, before the rest is read;
-  also when ``Content-Length`` announces more than ``limit``);
-* every file needs a name, made a safe base name by :func:`safe_name` (no folders, no control
-  characters; Vietnamese letters kept); an empty file is refused (422), except the empty,
-  unnamed part a browser sends when no file was chosen (skipped);
+  also when ``Content-Length`` announces more than the limits allow); a file part in another
+  field is read as that field's text (``curl -F metadata=@meta.json``), within the text
+  limits;
+* attachments (``named_files``) need a name, made a safe base name by :func:`safe_name` (no
+  folders, no control characters; Vietnamese letters kept); an empty one is refused (422),
+  except the empty, unnamed part a browser sends when no file was chosen (skipped).  A file
+  judged by its content alone (a PDF, which the caller opens) is kept whatever its name and
+  size;
 * the content type is the part's own, else guessed from the name (``mimetypes``); a ``.pdf``
   name is always ``application/pdf``;
-* text fields are short (64 KiB each, 1 MiB and 300 fields in all).
+* text fields are short (64 KiB each; at most ``text_limit`` bytes and ``max_fields`` fields
+  in all: 1 MiB and 300 by default).
 
 Errors are :class:`~kyso.api.problems.Problem` (problem+json in the API, a message on the page
 in the web UI).  :func:`receive_form` is an async context manager: the folder is removed when
-the block ends, whatever happens.
+the block ends, whatever happens; :func:`read_form` leaves that to its caller
+(:meth:`ReceivedForm.cleanup`).
 """
 
 from __future__ import annotations
@@ -43,9 +50,11 @@ from kyso.i18n import t
 __all__ = [
     "ATTACHMENT_MAX_BYTES",
     "MAX_FILES",
+    "FormRules",
     "ReceivedFile",
     "ReceivedForm",
     "content_type_of",
+    "read_form",
     "receive_form",
     "safe_name",
 ]
@@ -57,6 +66,8 @@ MAX_FIELDS = 300
 MAX_FIELD_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 1024 * 1024
 """All text fields together."""
+PART_OVERHEAD = 256
+"""Room for the boundary and headers of one part, when ``Content-Length`` is judged."""
 NAME_CHARS = 200
 """A file name is cut to this many characters (its extension kept)."""
 DESCRIPTION_CHARS = 500
@@ -135,7 +146,8 @@ class ReceivedFile:
     """One uploaded file, in the form's temporary folder."""
 
     name: str
-    """Safe base name (:func:`safe_name`)."""
+    """Safe base name (:func:`safe_name`); "" for a file without a usable name (only when the
+    form's files are not ``named_files``)."""
     path: Path
     content_type: str
     size: int
@@ -148,6 +160,10 @@ class ReceivedForm:
     directory: Path
     fields: list[tuple[str, str]] = field(default_factory=list)
     files: list[ReceivedFile] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        """Remove the temporary folder (what :func:`receive_form` does when its block ends)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def get(self, name: str) -> str | None:
         """The first value of text field ``name``."""
@@ -177,11 +193,41 @@ class ReceivedForm:
         ]
 
 
+@dataclass(frozen=True)
+class FormRules:
+    """What one form may carry (the defaults: the attachments of a message)."""
+
+    limit: int
+    """Bytes of files in all (413 past it)."""
+    file_limit: int | None = None
+    """Bytes of one file (413 past it)."""
+    file_field: str = "attachments"
+    """The only field that takes files."""
+    max_files: int = MAX_FILES
+    """One: a form of one file, whose messages speak of "the file"."""
+    max_fields: int = MAX_FIELDS
+    """Text fields (parts, repeated names counted each time)."""
+    text_limit: int = MAX_TEXT_BYTES
+    """Bytes of all text fields together."""
+    named_files: bool = True
+    """Files keep their names (attachments): a usable name is needed and an empty file is
+    refused.  False: a file is judged by its content alone (the caller opens the PDF): kept
+    whatever its name (``""`` when none is usable) and size."""
+
+    def announced_too_much(self, length: str) -> bool:
+        """``Content-Length`` says more than these files and fields can take."""
+        room = self.limit + self.text_limit + self.max_fields * PART_OVERHEAD
+        return length.isdigit() and int(length) > room
+
+
 def _bad_form(reason: str) -> Problem:
     return Problem(422, "validation", t("api.upload.bad_form", reason=reason))
 
 
-def _too_large(limit: int) -> Problem:
+def _too_large(rules: FormRules) -> Problem:
+    limit = rules.limit
+    if rules.max_files == 1:  # "the file", not "the files ... in all"
+        return Problem(413, "too-large", t("workflow.upload.too_large", limit=limit))
     return Problem(
         413, "too-large", t("api.upload.too_large", limit=limit, mb=f"{limit / (1 << 20):.1f}")
     )
@@ -190,20 +236,9 @@ def _too_large(limit: int) -> Problem:
 class _Collector:
     """Builds a :class:`ReceivedForm` part by part, checking every limit as bytes arrive."""
 
-    def __init__(
-        self,
-        form: ReceivedForm,
-        *,
-        limit: int,
-        file_limit: int | None,
-        file_field: str,
-        max_files: int,
-    ) -> None:
+    def __init__(self, form: ReceivedForm, rules: FormRules) -> None:
         self.form = form
-        self.limit = limit
-        self.file_limit = file_limit
-        self.file_field = file_field
-        self.max_files = max_files
+        self.rules = rules
         self.total = 0
         self.text_bytes = 0
         self.parts = 0
@@ -222,34 +257,38 @@ class _Collector:
         self._name = name
         self._size = 0
         self._text = bytearray()
-        if name == self.file_field:
+        rules = self.rules
+        if name == rules.file_field:
             self.parts += 1
-            if self.parts > self.max_files:
-                raise Problem(422, "validation", t("api.upload.too_many", max=self.max_files))
+            if self.parts > rules.max_files:
+                if rules.max_files == 1:
+                    raise _bad_form(t("api.upload.one_file", field=name))
+                raise Problem(422, "validation", t("api.upload.too_many", max=rules.max_files))
             self._raw_filename = filename
             self._type = content_type
             self._path = self.form.directory / f"part-{self.parts:02d}"
             self._out = self._path.open("wb")
-        elif filename is not None:
-            raise _bad_form(t("api.upload.unexpected_file", field=name))
-        elif len(self.form.fields) >= MAX_FIELDS:
-            raise _bad_form(t("api.upload.too_many_fields", max=MAX_FIELDS))
+        # A file part in a text field (``curl -F metadata=@meta.json``) is read as that
+        # field's text, within the same limits as typed text.
+        elif len(self.form.fields) >= rules.max_fields:
+            raise _bad_form(t("api.upload.too_many_fields", max=rules.max_fields))
 
     def data(self, chunk: bytes) -> None:
+        rules = self.rules
         if self._out is not None:
             self._size += len(chunk)
             self.total += len(chunk)
-            if self.total > self.limit:
-                raise _too_large(self.limit)
-            if self.file_limit is not None and self._size > self.file_limit:
+            if self.total > rules.limit:
+                raise _too_large(rules)
+            if rules.file_limit is not None and self._size > rules.file_limit:
                 name = safe_name(self._raw_filename or "") or "?"
-                mb = f"{self.file_limit / (1 << 20):.1f}"
+                mb = f"{rules.file_limit / (1 << 20):.1f}"
                 raise Problem(413, "too-large", t("api.upload.file_too_large", name=name, mb=mb))
             self._out.write(chunk)
         else:
             self._text.extend(chunk)
             self.text_bytes += len(chunk)
-            if len(self._text) > MAX_FIELD_BYTES or self.text_bytes > MAX_TEXT_BYTES:
+            if len(self._text) > MAX_FIELD_BYTES or self.text_bytes > rules.text_limit:
                 raise _bad_form(t("api.upload.field_too_long", field=self._name or ""))
 
     def end(self) -> None:
@@ -264,6 +303,9 @@ class _Collector:
 
     def _file_done(self, path: Path) -> None:
         raw = self._raw_filename or ""
+        if not self.rules.named_files:  # judged by its content (the caller opens it)
+            self._keep(path, safe_name(raw))
+            return
         if not raw and self._size == 0:
             path.unlink(missing_ok=True)  # a browser's file input with no file chosen
             return
@@ -277,6 +319,9 @@ class _Collector:
         if name.casefold() in self.seen:
             raise Problem(422, "validation", t("api.upload.duplicate", name=name))
         self.seen.add(name.casefold())
+        self._keep(path, name)
+
+    def _keep(self, path: Path, name: str) -> None:
         self.form.files.append(
             ReceivedFile(
                 name=name,
@@ -362,6 +407,43 @@ async def _from_parsed(form: Any, collector: _Collector) -> None:
         collector.end()
 
 
+async def read_form(request: Request, rules: FormRules) -> ReceivedForm:
+    """The ``multipart/form-data`` body of ``request`` read under ``rules``, its files in a
+    temporary folder the caller removes (:meth:`ReceivedForm.cleanup`; removed here when the
+    form is refused).  415 for another content type, 413 past ``rules.limit`` bytes of files
+    in all (or ``rules.file_limit`` for one file), 422 for too many files or fields (a file
+    part in a text field is read as its text), a file without a usable name or empty
+    (attachments), a malformed form."""
+    kind, params = parse_options_header(request.headers.get("content-type", ""))
+    if kind != b"multipart/form-data" or not params.get(b"boundary"):
+        raise Problem(
+            415, "unsupported-media-type", t("trust.media_type", expected="multipart/form-data")
+        )
+    if rules.announced_too_much(request.headers.get("content-length", "")):
+        raise _too_large(rules)
+    form = ReceivedForm(Path(tempfile.mkdtemp(prefix="kyso-form-")))
+    collector = _Collector(form, rules)
+    try:
+        try:
+            parsed = getattr(request, "_form", None)
+            if parsed is not None:
+                await _from_parsed(parsed, collector)
+            else:
+                await _stream(request, collector, params[b"boundary"])
+        finally:
+            collector.close()
+    except Problem:
+        form.cleanup()
+        raise
+    except Exception as exc:  # python-multipart's parse errors, a client that went away
+        form.cleanup()
+        raise _bad_form(type(exc).__name__) from None
+    except BaseException:
+        form.cleanup()
+        raise
+    return form
+
+
 @asynccontextmanager
 async def receive_form(
     request: Request,
@@ -371,35 +453,11 @@ async def receive_form(
     file_field: str = "attachments",
     max_files: int = MAX_FILES,
 ) -> AsyncIterator[ReceivedForm]:
-    """The ``multipart/form-data`` body of ``request``, its files in a temporary folder that
-    is removed when the block ends.  415 for another content type, 413 past ``limit`` bytes
-    of files in all (or ``file_limit`` for one file), 422 for too many files, a file without
-    a usable name, an empty file, a malformed form."""
-    kind, params = parse_options_header(request.headers.get("content-type", ""))
-    if kind != b"multipart/form-data" or not params.get(b"boundary"):
-        raise Problem(
-            415, "unsupported-media-type", t("trust.media_type", expected="multipart/form-data")
-        )
-    announced = request.headers.get("content-length", "")
-    if announced.isdigit() and int(announced) > limit + MAX_TEXT_BYTES + MAX_FIELDS * 256:
-        raise _too_large(limit)
-    form = ReceivedForm(Path(tempfile.mkdtemp(prefix="kyso-form-")))
-    collector = _Collector(
-        form, limit=limit, file_limit=file_limit, file_field=file_field, max_files=max_files
-    )
+    """:func:`read_form` with the rules of attachments (``limit`` bytes in all, ``file_limit``
+    each, at most ``max_files`` in ``file_field``), the folder removed when the block ends."""
+    rules = FormRules(limit, file_limit=file_limit, file_field=file_field, max_files=max_files)
+    form = await read_form(request, rules)
     try:
-        parsed = getattr(request, "_form", None)
-        try:
-            if parsed is not None:
-                await _from_parsed(parsed, collector)
-            else:
-                await _stream(request, collector, params[b"boundary"])
-        except Problem:
-            raise
-        except Exception as exc:  # python-multipart's parse errors, a client that went away
-            raise _bad_form(type(exc).__name__) from None
-        finally:
-            collector.close()
         yield form
     finally:
-        shutil.rmtree(form.directory, ignore_errors=True)
+        form.cleanup()

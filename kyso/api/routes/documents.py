@@ -4,7 +4,8 @@ token), the clerk's number and date, the agency seal, verification, extension, d
 The routes are thin: each calls one function of :mod:`kyso.api.workflow` in the thread pool
 (pyhanko's sync API runs its own event loop, MEASURED.md #3) and turns the library's errors
 into problem+json with stable types.  Uploads are streamed to a temporary file and cut off at
-``KYSO_UPLOAD_MAX_BYTES`` (413) before the rest is read.
+``KYSO_UPLOAD_MAX_BYTES`` (413) before the rest is read, by the reader of every form with
+files (:mod:`kyso.api.uploads`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,11 +27,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from kyso.api import workflow
+from kyso.api import uploads, workflow
 from kyso.api.auth import CurrentPrincipal
 from kyso.api.problems import Problem
 from kyso.api.services import Services
@@ -121,179 +121,66 @@ async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     return await run_in_threadpool(run)
 
 
-# -- streamed uploads -----------------------------------------------------------------------------
+# -- uploads ------------------------------------------------------------------------------------
 
 MAX_FIELDS = 64
-MAX_FIELD_BYTES = 64 * 1024
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _BadForm(Exception):
-    pass
+MAX_TEXT_BYTES = 128 * 1024
+"""The metadata fields of a form with one PDF, all together."""
+NAME_BYTES = 240
+"""A file name written to disk stays under the file systems' 255 bytes."""
 
 
 @dataclass
 class Upload:
-    """A multipart body: the one file (on disk) and the text fields."""
+    """A multipart body read by :func:`receive_upload`: the one file (on disk) and the text
+    fields (the last value of a repeated name)."""
 
     directory: Path
-    path: Path | None = None
-    filename: str | None = None
-    size: int = 0
-    fields: dict[str, str] = field(default_factory=dict)
+    path: Path
+    filename: str
+    """The client's file name made safe (:func:`kyso.api.uploads.safe_name`), "" without one."""
+    fields: dict[str, str]
 
     def cleanup(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def named(self) -> Path:
-        """The file under the client's file name (its last component, printable, at most
-        100 characters; ``document.pdf`` without one): what a report shows as the file."""
-        assert self.path is not None
-        raw = (self.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-        name = "".join(c for c in raw if c.isprintable()).strip()[:100].lstrip(".")
-        target = self.directory / (name or "document.pdf")
+        """The file under the client's (safe) file name, ``document.pdf`` without one: what a
+        report shows as the file."""
+        name = self.filename or "document.pdf"
+        if len(name.encode()) > NAME_BYTES:  # 200 Vietnamese letters can take 600 bytes
+            suffix = Path(name).suffix
+            suffix = suffix if len(suffix.encode()) <= 16 else ""
+            room = NAME_BYTES - len(suffix.encode())
+            stem = name[: len(name) - len(suffix)].encode()[:room].decode("utf-8", "ignore")
+            name = stem.rstrip(" .") + suffix
+        target = self.directory / name
         if target != self.path:
             self.path = self.path.replace(target)
         return self.path
 
 
-async def receive_upload(request: Request, limit: int, file_field: str = "file") -> Upload:
-    """Stream ``multipart/form-data`` into a temporary folder: the part named ``file_field``
-    to a file (413 ``too-large`` past ``limit`` bytes, before the rest is read), other parts
-    as short text fields.  The caller removes the folder (``Upload.cleanup``)."""
-    content_type = request.headers.get("content-type", "")
-    kind, params = parse_options_header(content_type)
-    if kind != b"multipart/form-data" or b"boundary" not in params:
-        raise Problem(
-            415, "unsupported-media-type", t("trust.media_type", expected="multipart/form-data")
-        )
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit + 2 * MAX_FIELD_BYTES:
-        raise Problem(413, "too-large", t("workflow.upload.too_large", limit=limit))
-    upload = Upload(Path(tempfile.mkdtemp(prefix="kyso-upload-")))
-    parsed = getattr(request, "_form", None)  # a cookie session's CSRF check read the form
-    if parsed is not None:
-        return await _from_form(upload, parsed, limit, file_field)
-    state: dict[str, Any] = {"headers": [], "name": None, "file": None, "data": bytearray()}
-    header_name = bytearray()
-    header_value = bytearray()
-
-    def on_part_begin() -> None:
-        state.update(headers=[], name=None, file=None, data=bytearray())
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_name.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
-
-    def on_header_end() -> None:
-        state["headers"].append((bytes(header_name).lower(), bytes(header_value)))
-        header_name.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        disposition = dict(state["headers"]).get(b"content-disposition", b"")
-        _, options = parse_options_header(disposition)
-        name = options.get(b"name")
-        if name is None:
-            raise _BadForm("a part has no name")
-        state["name"] = name.decode("utf-8", "replace")
-        if state["name"] == file_field:
-            if upload.path is not None:
-                raise _BadForm(f"more than one “{file_field}”")
-            upload.path = upload.directory / "upload.pdf"
-            raw = options.get(b"filename")
-            upload.filename = raw.decode("utf-8", "replace") if raw else None
-            state["file"] = upload.path.open("wb")
-        elif len(upload.fields) >= MAX_FIELDS:
-            raise _BadForm("too many fields")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        chunk = data[start:end]
-        if state["file"] is not None:
-            upload.size += len(chunk)
-            if upload.size > limit:
-                raise _TooLarge
-            state["file"].write(chunk)
-        else:
-            state["data"].extend(chunk)
-            if len(state["data"]) > MAX_FIELD_BYTES:
-                raise _BadForm(f"field “{state['name']}” is too long")
-
-    def on_part_end() -> None:
-        if state["file"] is not None:
-            state["file"].close()
-            state["file"] = None
-        elif state["name"] is not None:
-            upload.fields[state["name"]] = bytes(state["data"]).decode("utf-8", "replace")
-
-    parser = MultipartParser(
-        params[b"boundary"],
-        {
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-        },
+async def receive_upload(request: Request, limit: int) -> Upload:
+    """Stream ``multipart/form-data`` into a temporary folder (by
+    :func:`kyso.api.uploads.read_form`): the PDF in ``file`` (413 ``too-large`` past ``limit``
+    bytes, before the rest is read; the PDF check judges its content, whatever its name or
+    size), other parts as short text fields; 422 without the file.  The caller removes the
+    folder (``Upload.cleanup``)."""
+    rules = uploads.FormRules(
+        limit,
+        file_field="file",
+        max_files=1,
+        max_fields=MAX_FIELDS,
+        text_limit=MAX_TEXT_BYTES,
+        named_files=False,
     )
-    try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
-    except _TooLarge:
-        upload.cleanup()
-        raise Problem(413, "too-large", t("workflow.upload.too_large", limit=limit)) from None
-    except _BadForm as exc:
-        upload.cleanup()
-        raise Problem(422, "validation", t("workflow.upload.bad_form", reason=str(exc))) from None
-    except Exception as exc:  # python-multipart's parse errors, a client that went away
-        upload.cleanup()
-        raise Problem(
-            422, "validation", t("workflow.upload.bad_form", reason=type(exc).__name__)
-        ) from None
-    finally:
-        if state["file"] is not None:
-            state["file"].close()
-    if upload.path is None:
-        upload.cleanup()
+    form = await uploads.read_form(request, rules)
+    if not form.files:
+        form.cleanup()
         raise Problem(422, "validation", t("workflow.upload.no_file"))
-    return upload
-
-
-async def _from_form(upload: Upload, form: Any, limit: int, file_field: str) -> Upload:
-    """The same from a form Starlette already parsed (spooled by Starlette, then copied)."""
-    try:
-        for name, value in form.multi_items():
-            if isinstance(value, str):
-                if len(upload.fields) >= MAX_FIELDS or len(value) > MAX_FIELD_BYTES:
-                    raise Problem(
-                        422, "validation", t("workflow.upload.bad_form", reason="too many fields")
-                    )
-                upload.fields[name] = value
-            elif name == file_field and upload.path is None:
-                upload.path = upload.directory / "upload.pdf"
-                upload.filename = value.filename
-                with upload.path.open("wb") as out:
-                    while chunk := await value.read(1 << 20):
-                        upload.size += len(chunk)
-                        if upload.size > limit:
-                            raise Problem(
-                                413, "too-large", t("workflow.upload.too_large", limit=limit)
-                            )
-                        out.write(chunk)
-        if upload.path is None:
-            raise Problem(422, "validation", t("workflow.upload.no_file"))
-    except BaseException:
-        upload.cleanup()
-        raise
-    return upload
+    received = form.files[0]
+    path = received.path.replace(form.directory / "upload.pdf")
+    return Upload(form.directory, path, received.name, dict(form.fields))
 
 
 def multipart_body(fields: dict[str, Any]) -> dict[str, Any]:
@@ -534,7 +421,6 @@ async def upload_document(
             case = case or metadata.pop("case", None)
         fields.pop("csrf_token", None)
         metadata.update(fields)
-        assert upload.path is not None
         result = await call(workflow.upload, services, principal, upload.path, metadata, case=case)
     finally:
         upload.cleanup()
