@@ -52,12 +52,14 @@ import json
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, joinedload
 
 from kyso.archive import audit
 from kyso.archive.catalog import (
@@ -221,6 +223,19 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+@contextmanager
+def _read_session(catalog: Catalog) -> Iterator[Session]:
+    """A session for reads only, on an autocommit connection: each statement sees what was
+    committed at its moment, with no BEGIN and COMMIT around them (two round trips on
+    PostgreSQL).  Only for reads that need no consistency between their statements, or
+    whose result a write transaction checks again (as ``put`` does under its lock)."""
+    with (
+        catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        Session(bind=conn, expire_on_commit=False) as session,
+    ):
+        yield session
+
+
 _LOCK_NAMESPACE = 0x6B79_736F  # "kyso": the first key of the two-key advisory locks below
 
 
@@ -358,8 +373,9 @@ class Archive:
         case: int | str | None,
     ) -> tuple[DocumentVersion | None, str | None]:
         """One read: the version already holding these bytes (see :func:`_existing_in`), and
-        the Maintenance of the case file the record is (or will be) in."""
-        with self.catalog.session() as s:
+        the Maintenance of the case file the record is (or will be) in.  No transaction: the
+        insert transaction checks the first again under its lock."""
+        with _read_session(self.catalog) as s:
             existing = _existing_in(s, sha256, document, agency)
             target = existing.document_id if existing is not None else document
             if target is not None:
@@ -493,8 +509,11 @@ class Archive:
                     )
                     if report is not None:
                         self.catalog.insert_report(s, version_id, report, actor, report_key)
-                    seq = s.get(DocumentVersion, version_id)
-                    version_seq = seq.seq if seq is not None else 1
+                    if document is None:
+                        version_seq = 1  # the first version of the document just inserted
+                    else:
+                        seq = s.get(DocumentVersion, version_id)
+                        version_seq = seq.seq if seq is not None else 1
         except sa.exc.IntegrityError:
             # The unique (document_id, sha256) index caught a race the lock did not cover
             # (a writer without it): the same bytes are already a version of this document.
@@ -545,26 +564,48 @@ class Archive:
     ) -> DocumentVersion:
         """Write the document's version ``version`` (default: the latest) to ``target``,
         bit-identical: the bytes are hashed as they stream and ``target`` appears only when
-        the SHA-256 matches the catalogue's (else :class:`ObjectCorrupt`).  Logged."""
-        doc = self.catalog.get(document_id, actor=actor, purpose=purpose or "download")
-        if not doc.versions:
-            raise NotFoundError("archive.ingest.no_versions", id=document_id)
-        if version is None:
-            chosen = doc.versions[-1]
-        else:
-            found = [v for v in doc.versions if v.seq == version]
-            if not found:
+        the SHA-256 matches the catalogue's (else :class:`ObjectCorrupt`).
+
+        Logged as **one** access row: ``download`` (with the version) once the verified bytes
+        are in ``target``; ``read`` when the document exists but no bytes were delivered (no
+        such version, the object missing or corrupt, the store down), so an attempt is on
+        record too.  (It used to be two rows, ``read`` and then ``download``.)  The
+        catalogue is read without a transaction (one statement in the usual case): the only
+        write is the access row."""
+        with _read_session(self.catalog) as s:
+            # one statement: the version with its reports (as the caller gets it)
+            query = (
+                sa.select(DocumentVersion)
+                .where(DocumentVersion.document_id == document_id)
+                .options(joinedload(DocumentVersion.reports))
+            )
+            if version is None:
+                query = query.order_by(DocumentVersion.seq.desc()).limit(1)
+            else:
+                query = query.where(DocumentVersion.seq == version)
+            chosen = s.scalars(query).unique().first()
+            if chosen is None and s.get(Document, document_id) is None:
+                raise NotFoundError("archive.catalog.document.not_found", id=document_id)
+        try:
+            if chosen is None:
+                if version is None:
+                    raise NotFoundError("archive.ingest.no_versions", id=document_id)
                 raise NotFoundError("archive.ingest.no_such_version", id=document_id, seq=version)
-            chosen = found[0]
-        if chosen.object_key != key_for(chosen.sha256):
-            raise ObjectCorrupt(name=chosen.object_key)
-        self.store.get(chosen.object_key, Path(target))
+            if chosen.object_key != key_for(chosen.sha256):
+                raise ObjectCorrupt(name=chosen.object_key)
+            self.store.get(chosen.object_key, Path(target))
+        except Exception:
+            # nothing delivered: the attempt (the catalogue was read) is on record
+            self.catalog.log_access(
+                actor, document_id=document_id, action="read", purpose=purpose or "download"
+            )
+            raise
         self.catalog.log_access(
             actor,
             document_id=document_id,
             version_id=chosen.id,
             action="download",
-            purpose=purpose,
+            purpose=purpose or "download",
         )
         return chosen
 

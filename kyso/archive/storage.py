@@ -31,14 +31,15 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
-import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol, cast
+from typing import Any, BinaryIO, Literal, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kyso.archive.errors import (
@@ -65,9 +66,12 @@ __all__ = [
 ]
 
 RetentionMode = Literal["COMPLIANCE", "GOVERNANCE"]
+_T = TypeVar("_T")
 CHUNK = 1024 * 1024
 #: Size of one S3 multipart part, and the most any write or read holds in memory at once.
 PART_SIZE = 5 * 1024 * 1024
+#: Above this size, streams are hashed in a helper thread while they are copied.
+PIPE_MIN = 4 * CHUNK
 _KEY = re.compile(r"^sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -259,13 +263,33 @@ class _VerifyingReader(io.RawIOBase):
             self._digest.update(data)
             self._seen += n
             return n
-        if len(view) and not self._done:
+        if len(view):
+            self._check()
+        return 0
+
+    def _check(self) -> None:
+        """At the end of the stream: the bytes seen must be the ones the key names."""
+        if not self._done:
             self._done = True
             if self._digest.hexdigest() != self._expected or (
                 self._size is not None and self._seen != self._size
             ):
                 raise ObjectCorrupt(name=self._key)
-        return 0
+
+    def copy_to(self, out: BinaryIO | None) -> None:
+        """The rest of the stream into ``out`` (None: only hashed), in chunks of
+        :data:`CHUNK` straight from the source (no copy through a buffer), then checked
+        like a read to the end.  A large object is hashed in a helper thread, while the
+        next chunk is read and this one written (:class:`_HashPipe`)."""
+        big = self._size is not None and self._size > PIPE_MIN
+        with _HashPipe(self._digest) if big else contextlib.nullcontext(None) as pipe:
+            update = pipe.update if pipe is not None else self._digest.update
+            while data := self._raw.read(CHUNK):
+                update(data)
+                self._seen += len(data)
+                if out is not None:
+                    out.write(data)
+        self._check()
 
     def close(self) -> None:
         if not self.closed:
@@ -273,6 +297,68 @@ class _VerifyingReader(io.RawIOBase):
                 self._close()
             finally:
                 super().close()
+
+
+class _HashPipe:
+    """Feeds chunks, in order, to a hash object in a helper thread, so that hashing overlaps
+    the reading and writing of the next chunk (hashlib, file and socket I/O all release the
+    GIL).  At most four chunks wait.  Leaving the ``with`` block waits until every chunk
+    is hashed (the digest is complete only then) and raises what the thread raised."""
+
+    def __init__(self, digest: Any) -> None:
+        self._digest = digest
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kyso-hash", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._queue.get()) is not None:
+                self._digest.update(chunk)
+        except BaseException as exc:  # handed to the caller by __exit__
+            self._error = exc
+            while self._queue.get() is not None:  # keep the producer from blocking
+                pass
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def __enter__(self) -> _HashPipe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _fsync_during(fd: int, work: Callable[[], _T], size: int) -> _T:
+    """``os.fsync(fd)`` and ``work()`` (re-hashing the file just written), in parallel for a
+    file above :data:`CHUNK` (the flush to disk and hashlib both release the GIL), one after
+    the other for a small one (a thread would cost more than it saves).  Both always
+    complete; the first error of either is raised."""
+    if size <= CHUNK:
+        os.fsync(fd)
+        return work()
+    errors: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            os.fsync(fd)
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+
+    syncer = threading.Thread(target=sync, name="kyso-fsync", daemon=True)
+    syncer.start()
+    try:
+        result = work()
+    finally:
+        syncer.join()
+    if errors:
+        raise errors[0]
+    return result
 
 
 def _fsync_dir(path: Path) -> None:
@@ -284,14 +370,14 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _copy_verified(reader: BinaryIO, target: Path) -> None:
+def _copy_verified(reader: _VerifyingReader, target: Path) -> None:
     """Stream ``reader`` into a temp file beside ``target``; rename only when it verified."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(reader, out, CHUNK)
+            reader.copy_to(cast(BinaryIO, out))
             out.flush()
             os.fsync(out.fileno())
         tmp.replace(target)
@@ -386,7 +472,14 @@ class LocalStore:
             legal_hold=bool(meta.get("legal_hold", False)),
         )
 
-    def _write_meta(self, obj: StoredObject) -> None:
+    def _write_meta(self, obj: StoredObject, *, sync_dir: bool = True) -> None:
+        """Write the sidecar atomically (temp file, fsync, rename); ``sync_dir=False``: the
+        caller fsyncs the folder itself before it returns.
+
+        A sidecar without retention and legal hold says nothing more than what
+        :meth:`_read_meta` rebuilds when the sidecar is missing, empty or unreadable (the hash
+        from the key, the size from the file): its contents are not fsynced, since every state
+        a crash can leave reads the same."""
         data = {
             "sha256": obj.sha256,
             "size": obj.size,
@@ -401,11 +494,13 @@ class LocalStore:
         fd, name = tempfile.mkstemp(prefix=".meta-", dir=self._tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(data, out, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
+            if obj.retention is not None or obj.legal_hold:
+                out.flush()
+                os.fsync(out.fileno())
         os.chmod(name, 0o444)
         Path(name).replace(target)
-        _fsync_dir(target.parent)
+        if sync_dir:
+            _fsync_dir(target.parent)
 
     # the interface
     def put(
@@ -417,33 +512,52 @@ class LocalStore:
         legal_hold: bool = False,
         content_type: str = "application/pdf",
     ) -> StoredObject:
-        with _source_file(source, self._tmp) as (path, digest, size):
-            _check_announced(sha256, digest)
-            key = key_for(digest)
-            target = self._path(key)
-            if target.exists():
-                return self._update_existing(key, retention, legal_hold)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=".put-", dir=self._tmp)
-            tmp = Path(name)
-            try:
-                with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+        # One pass over the source: copied into a temp file while hashed (no spooling, no
+        # second read of the source), then the bytes that reached the file hashed again.
+        fd, name = tempfile.mkstemp(prefix=".put-", dir=self._tmp)
+        tmp = Path(name)
+        renamed = False
+        try:
+            hasher = hashlib.sha256()
+            size = 0
+            with contextlib.ExitStack() as stack:
+                out = stack.enter_context(os.fdopen(fd, "wb"))
+                if isinstance(source, Path | str):
+                    src: BinaryIO = stack.enter_context(Path(source).open("rb"))
+                    big = os.fstat(src.fileno()).st_size > PIPE_MIN
+                else:
+                    src, big = source, False
+                with _HashPipe(hasher) if big else contextlib.nullcontext(None) as pipe:
+                    update = pipe.update if pipe is not None else hasher.update
                     while chunk := src.read(CHUNK):
+                        update(chunk)
                         out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.chmod(tmp, 0o444)
-                written, written_size = _hash_file(tmp)  # verify what reached the disk
-                if written != digest or written_size != size:
-                    raise ChecksumMismatch(expected=digest, actual=written)
-                obj = StoredObject(key, digest, size, None, retention, legal_hold)
-                self._write_meta(obj)
-                tmp.replace(target)
-            except BaseException:
+                        size += len(chunk)
+                out.flush()
+                digest = hasher.hexdigest()
+                _check_announced(sha256, digest)
+                key = key_for(digest)
+                target = self._path(key)
+                if target.exists():
+                    return self._update_existing(key, retention, legal_hold)
+                # verify what reached the file: hashed again while it is synced to disk
+                written, written_size = _fsync_during(out.fileno(), lambda: _hash_file(tmp), size)
+            os.chmod(tmp, 0o444)
+            if written != digest or written_size != size:
+                raise ChecksumMismatch(expected=digest, actual=written)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            obj = StoredObject(key, digest, size, None, retention, legal_hold)
+            # The sidecar first, then the object, then one fsync of their folder for both
+            # renames.  A crash in between leaves at most a sidecar without its object,
+            # which no read sees (the object is missing) and the next put replaces.
+            self._write_meta(obj, sync_dir=False)
+            tmp.replace(target)
+            renamed = True
+        finally:
+            if not renamed:
                 tmp.unlink(missing_ok=True)
-                raise
-            _fsync_dir(target.parent)
-            return obj
+        _fsync_dir(target.parent)
+        return obj
 
     def _update_existing(
         self, key: str, retention: Retention | None, legal_hold: bool
@@ -461,20 +575,27 @@ class LocalStore:
 
     @contextlib.contextmanager
     def open(self, key: str, *, version_id: str | None = None) -> Iterator[BinaryIO]:
+        with self._opened(key, version_id) as (reader, _):
+            yield cast(BinaryIO, io.BufferedReader(reader, CHUNK))
+
+    @contextlib.contextmanager
+    def _opened(
+        self, key: str, version_id: str | None
+    ) -> Iterator[tuple[_VerifyingReader, StoredObject]]:
         self._check_version(key, version_id)
         obj = self._read_meta(key)
         try:
             raw = self._path(key).open("rb")
         except FileNotFoundError:
             raise ObjectMissing(name=key, version="-") from None
-        reader = _VerifyingReader(raw, key, obj.sha256, obj.size, raw.close)
-        with io.BufferedReader(reader, CHUNK) as stream:
-            yield cast(BinaryIO, stream)
+        with _VerifyingReader(raw, key, obj.sha256, obj.size, raw.close) as reader:
+            yield reader, obj
 
     def get(self, key: str, target: Path, *, version_id: str | None = None) -> StoredObject:
-        with self.open(key, version_id=version_id) as stream:
-            _copy_verified(stream, Path(target))
-        return self.stat(key)
+        # the sidecar read once, before the bytes (it was read again afterwards)
+        with self._opened(key, version_id) as (reader, obj):
+            _copy_verified(reader, Path(target))
+        return obj
 
     def stat(self, key: str, *, version_id: str | None = None) -> StoredObject:
         self._check_version(key, version_id)
@@ -583,19 +704,30 @@ class S3Store:
         read_timeout: float = 60.0,
         retries: int = 2,
         verify_readback: bool = True,
+        conditional_put: bool = True,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         """:param verify_readback: after each new object, read it whole back and hash it
-        (one GET of the object).  AWS S3 and MinIO verify the ``x-amz-checksum-sha256`` of
-        a single PUT themselves and the Content-MD5 of every multipart part, refusing a
-        mismatch (``BadDigest``), so against them this only doubles the traffic; a server
-        that does not (moto, some S3 clones) needs it.  Off, an object corrupted later is
-        still found by every read and by the fixity sweep."""
+        (one GET of the object, whose headers also tell the version's retention and legal
+        hold).  AWS S3 and MinIO verify the ``x-amz-checksum-sha256`` of a single PUT
+        themselves and the Content-MD5 of every multipart part, refusing a mismatch
+        (``BadDigest``), so against them this only doubles the traffic; a server that does
+        not (moto, some S3 clones) needs it.  Off, an object corrupted later is still found
+        by every read and by the fixity sweep, and the retention and legal hold of a single
+        PUT are taken as sent (such a server applies object-lock headers or refuses the
+        PUT); those of a multipart upload are still checked with a HEAD.
+        :param conditional_put: write a new object (one that fits a single PUT) with
+        ``If-None-Match: *`` instead of asking first with a HEAD whether it exists: the
+        server refuses the PUT (412) when the key already has a current version, and only
+        then is the existing object looked at.  AWS S3 (since 2024), MinIO and moto honour
+        it; turn it off (``conditional_put=false`` in the URL) for a server that ignores
+        the header, which would otherwise store identical bytes as a new version."""
         import urllib3
         from minio import Minio
 
         self.endpoint = endpoint
         self.verify_readback = verify_readback
+        self.conditional_put = conditional_put
         self.bucket = bucket
         self.secure = secure
         self._now = now or (lambda: datetime.now(UTC))
@@ -620,6 +752,8 @@ class S3Store:
         )
         self._ready = False
         self.object_lock: bool | None = None
+        self._default_retention = False
+        """The bucket has a default retention rule (seen by :meth:`ensure_bucket`)."""
 
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
@@ -680,6 +814,9 @@ class S3Store:
                 try:
                     config = self.client.get_object_lock_config(self.bucket)
                     self.object_lock = config is not None
+                    # a default rule gives objects put without retention one anyway: such
+                    # puts then read the version's retention back instead of assuming none
+                    self._default_retention = bool(config is not None and config.mode)
                 except S3Error:
                     self.object_lock = False
         self._ready = True
@@ -690,44 +827,58 @@ class S3Store:
             raise ObjectLockUnsupported(bucket=self.bucket)
 
     # reading metadata
-    def _stat(self, key: str, version_id: str | None) -> StoredObject:
+    def _describe(
+        self, key: str, headers: Any, version_id: str | None, size: int, *, hold: bool = True
+    ) -> StoredObject:
+        """The object a HEAD or GET answered with ``headers``: its version, retention and
+        legal hold (asked separately only when the answer does not tell it and ``hold``),
+        after checking the ``x-amz-meta-sha256`` kyso stored with it against the key."""
         sha = _check_key(key)
-        with self._calls(key, version_id):
-            info = self.client.stat_object(self.bucket, key, version_id=version_id)
-            headers = {k.lower(): v for k, v in (info.metadata or {}).items()}
-            retention = None
-            mode = headers.get("x-amz-object-lock-mode")
-            until = headers.get("x-amz-object-lock-retain-until-date")
-            if mode in ("COMPLIANCE", "GOVERNANCE") and until:
-                parsed = datetime.fromisoformat(until.replace("Z", "+00:00"))
-                retention = Retention(cast(RetentionMode, mode), parsed)
-            hold_header = headers.get("x-amz-object-lock-legal-hold")
-            if hold_header is not None:
-                hold = hold_header.upper() == "ON"
-            elif self.object_lock is False:
-                hold = False
-            else:
-                hold = self.client.is_object_legal_hold_enabled(
-                    self.bucket, key, version_id=info.version_id or version_id
-                )
-        stored = headers.get("x-amz-meta-sha256")
+        found = {k.lower(): v for k, v in (headers or {}).items()}
+        stored = found.get("x-amz-meta-sha256")
         if stored is not None and stored != sha:
             raise ObjectCorrupt(name=key)
+        version = found.get("x-amz-version-id") or version_id
+        retention = None
+        mode = found.get("x-amz-object-lock-mode")
+        until = found.get("x-amz-object-lock-retain-until-date")
+        if mode in ("COMPLIANCE", "GOVERNANCE") and until:
+            parsed = datetime.fromisoformat(until.replace("Z", "+00:00"))
+            retention = Retention(cast(RetentionMode, mode), parsed)
+        hold_header = found.get("x-amz-object-lock-legal-hold")
+        if hold_header is not None:
+            held = hold_header.upper() == "ON"
+        elif self.object_lock is False or not hold:
+            held = False
+        else:
+            with self._calls(key, version_id):
+                held = self.client.is_object_legal_hold_enabled(
+                    self.bucket, key, version_id=version
+                )
         return StoredObject(
             key=key,
             sha256=sha,
-            size=int(info.size or 0),
-            version_id=info.version_id,
+            size=size,
+            version_id=version,
             retention=retention,
-            legal_hold=hold,
+            legal_hold=held,
         )
+
+    def _stat(self, key: str, version_id: str | None, *, hold: bool = True) -> StoredObject:
+        _check_key(key)
+        with self._calls(key, version_id):
+            info = self.client.stat_object(self.bucket, key, version_id=version_id)
+        headers = dict(info.metadata or {})
+        if info.version_id:
+            headers["x-amz-version-id"] = info.version_id
+        return self._describe(key, headers, version_id, int(info.size or 0), hold=hold)
 
     def stat(self, key: str, *, version_id: str | None = None) -> StoredObject:
         return self._stat(key, version_id)
 
     def exists(self, key: str) -> bool:
         try:
-            self._stat(key, None)
+            self._stat(key, None, hold=False)  # one HEAD: the legal hold does not matter
         except ObjectMissing:
             return False
         return True
@@ -748,32 +899,68 @@ class S3Store:
         with _source_file(source, None) as (path, digest, size):
             _check_announced(sha256, digest)
             key = key_for(digest)
+            single = size <= PART_SIZE
+            conditional = self.conditional_put and single
+            if not conditional:
+                current = self._current(key)
+                if current is not None and current.size == size:
+                    return self._update_existing(current, retention, legal_hold)
             try:
-                current = self._stat(key, None)
-            except ObjectMissing:
-                current = None
-            if current is not None and current.size == size:
-                return self._update_existing(current, retention, legal_hold)
-            version_id = self._upload(path, key, digest, size, retention, legal_hold, content_type)
+                version_id = self._upload(
+                    path, key, digest, size, retention, legal_hold, content_type, conditional
+                )
+            except _AlreadyThere:
+                # the key has a current version: the same bytes (idempotent put), unless its
+                # size says otherwise (then a new version is written over it, as before)
+                current = self._current(key)
+                if current is not None and current.size == size:
+                    return self._update_existing(current, retention, legal_hold)
+                version_id = self._upload(
+                    path, key, digest, size, retention, legal_hold, content_type, False
+                )
+            return self._settle(key, digest, size, version_id, retention, legal_hold, single)
+
+    def _current(self, key: str) -> StoredObject | None:
+        try:
+            return self._stat(key, None)
+        except ObjectMissing:
+            return None
+
+    def _settle(
+        self,
+        key: str,
+        digest: str,
+        size: int,
+        version_id: str | None,
+        retention: Retention | None,
+        legal_hold: bool,
+        single: bool,
+    ) -> StoredObject:
+        """The new version as the server now holds it, with the retention and legal hold
+        asked for: read back (``verify_readback``: one GET that re-hashes the bytes and whose
+        headers describe the version), else taken from what a single PUT sent (the server
+        applied its object-lock headers or refused it), else (multipart, whose lock headers
+        moto ignores, or a bucket whose default retention applies) one HEAD."""
+        if self.verify_readback:
+            with self._opened(key, version_id) as (reader, obj):
+                reader.copy_to(None)
+        elif single and (retention is not None or not self._default_retention):
+            obj = StoredObject(key, digest, size, version_id, retention, legal_hold)
+        else:
             obj = self._stat(key, version_id)
-            # moto ignores object-lock headers on CreateMultipartUpload (measured): apply
-            # what is missing on the new version explicitly.
-            if retention is not None and obj.retention != retention:
-                self._set_retention(key, retention, obj.version_id, bypass=False)
-            if legal_hold and not obj.legal_hold:
-                self.set_legal_hold(key, True, version_id=obj.version_id)
-            if (retention is not None and obj.retention != retention) or (
-                legal_hold and not obj.legal_hold
-            ):
-                obj = self._stat(key, version_id)
-            if obj.size != size:
-                raise ChecksumMismatch(expected=digest, actual=f"{obj.size} bytes")
-            if self.verify_readback:
-                # Verify what the server now serves (the read hashes as it streams).
-                with self.open(key, version_id=version_id) as stream:
-                    while stream.read(CHUNK):
-                        pass
-            return obj
+        # moto ignores object-lock headers on CreateMultipartUpload (measured): apply what
+        # is missing on the new version explicitly, then look again.
+        missing_retention = retention is not None and obj.retention != retention
+        missing_hold = legal_hold and not obj.legal_hold
+        if missing_retention:
+            self._set_retention(key, retention, obj.version_id, bypass=False)
+        if missing_hold:
+            self.set_legal_hold(key, True, version_id=obj.version_id)
+        if missing_retention or missing_hold:
+            obj = self._stat(key, obj.version_id)
+        if obj.size != size:
+            raise ChecksumMismatch(expected=digest, actual=f"{obj.size} bytes")
+        return obj
 
     def _upload(
         self,
@@ -784,14 +971,21 @@ class S3Store:
         retention: Retention | None,
         legal_hold: bool,
         content_type: str,
+        if_absent: bool = False,
     ) -> str | None:
+        """Write the object; its version id.  ``if_absent`` (single PUT only): with
+        ``If-None-Match: *``, raising :class:`_AlreadyThere` when the server refuses it."""
         from minio.datatypes import Part
+        from minio.error import S3Error
         from minio.helpers import genheaders
         from minio.retention import Retention as MinioRetention
 
         lock = MinioRetention(retention.mode, retention.until) if retention else None
         headers = genheaders({"x-amz-meta-sha256": digest}, None, None, lock, legal_hold)
         headers["Content-Type"] = content_type
+        if self.object_lock and not legal_hold:
+            # stated, so that HEAD and GET answer it and no separate legal-hold call is needed
+            headers["x-amz-object-lock-legal-hold"] = "OFF"
         with self._calls(key), path.open("rb") as src:
             if size <= PART_SIZE:
                 data = src.read()
@@ -802,7 +996,14 @@ class S3Store:
                         "x-amz-sdk-checksum-algorithm": "SHA256",
                     }
                 )
-                result = self.client._put_object(self.bucket, key, data, headers)
+                if if_absent:
+                    headers["If-None-Match"] = "*"
+                try:
+                    result = self.client._put_object(self.bucket, key, data, headers)
+                except S3Error as exc:
+                    if if_absent and (exc.code == "PreconditionFailed" or _s3_status(exc) == 412):
+                        raise _AlreadyThere from None
+                    raise
                 return cast(str | None, result.version_id)
             upload_id = self.client._create_multipart_upload(self.bucket, key, headers)
             try:
@@ -867,26 +1068,38 @@ class S3Store:
             )
 
     @contextlib.contextmanager
-    def open(self, key: str, *, version_id: str | None = None) -> Iterator[BinaryIO]:
+    def _opened(
+        self, key: str, version_id: str | None
+    ) -> Iterator[tuple[_VerifyingReader, StoredObject]]:
+        """One GET: the verifying stream of the bytes, and the object its headers describe
+        (version, retention, legal hold; ``x-amz-meta-sha256`` checked against the key)."""
         sha = _check_key(key)
         with self._calls(key, version_id):
             response = self.client.get_object(self.bucket, key, version_id=version_id)
-        length = response.headers.get("content-length")
 
         def release() -> None:
             response.close()
             response.release_conn()
 
-        reader = _VerifyingReader(
-            _MappedRead(response, self, key), key, sha, int(length) if length else None, release
-        )
-        with io.BufferedReader(reader, CHUNK) as stream:
-            yield cast(BinaryIO, stream)
+        try:
+            length = response.headers.get("content-length")
+            size = int(length) if length else None
+            obj = self._describe(key, response.headers, version_id, size or 0)
+        except BaseException:
+            release()
+            raise
+        with _VerifyingReader(_MappedRead(response, self, key), key, sha, size, release) as reader:
+            yield reader, obj
+
+    @contextlib.contextmanager
+    def open(self, key: str, *, version_id: str | None = None) -> Iterator[BinaryIO]:
+        with self._opened(key, version_id) as (reader, _):
+            yield cast(BinaryIO, io.BufferedReader(reader, CHUNK))
 
     def get(self, key: str, target: Path, *, version_id: str | None = None) -> StoredObject:
-        obj = self._stat(key, version_id)
-        with self.open(key, version_id=obj.version_id) as stream:
-            _copy_verified(stream, Path(target))
+        # one GET: what was HEAD + GET (the version, retention and hash are in its headers)
+        with self._opened(key, version_id) as (reader, obj):
+            _copy_verified(reader, Path(target))
         return obj
 
     def delete(self, key: str, *, version_id: str | None = None) -> None:
@@ -934,6 +1147,10 @@ class S3Store:
                     yield self._stat(name, None)
 
 
+class _AlreadyThere(Exception):
+    """A conditional PUT was refused: the key already has a current version."""
+
+
 class _MappedRead:
     """The HTTP body of a GET, with network errors mapped to ``StoreUnavailable``."""
 
@@ -956,8 +1173,9 @@ def open_store(url: str | Path, *, now: Callable[[], datetime] | None = None) ->
     * ``file:///path`` or a plain path → :class:`LocalStore`;
     * ``s3://ACCESS:SECRET@host:port/bucket?secure=false&region=...`` → :class:`S3Store`
       (optional ``connect_timeout``, ``read_timeout``, ``retries``, ``readback=false`` to
-      trust the server's checksum verification instead of reading each new object back:
-      see :class:`S3Store`; ``secure`` and ``readback`` default to true).
+      trust the server's checksum verification instead of reading each new object back,
+      ``conditional_put=false`` for a server that ignores ``If-None-Match``: see
+      :class:`S3Store`; ``secure``, ``readback`` and ``conditional_put`` default to true).
     """
     if isinstance(url, Path):
         return LocalStore(url, now=now)
@@ -982,5 +1200,6 @@ def open_store(url: str | Path, *, now: Callable[[], datetime] | None = None) ->
         read_timeout=float(query.get("read_timeout", 60)),
         retries=int(query.get("retries", 2)),
         verify_readback=query.get("readback", "true").lower() not in ("false", "0", "no"),
+        conditional_put=query.get("conditional_put", "true").lower() not in ("false", "0", "no"),
         now=now,
     )
