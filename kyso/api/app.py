@@ -46,6 +46,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if stop_exchange is not None:
             stop_exchange()
         jobs.close()
+        counts = getattr(app.state, "kyso_rate_limit_counts", None)
+        if counts is not None:  # the shared rate limits' Redis pool (kyso.api.ratelimit)
+            counts.close()
+            app.state.kyso_rate_limit_counts = None
         # a later start of the same app (a second TestClient, a reload) gets a new runner
         services.__dict__.pop("jobs", None)
 

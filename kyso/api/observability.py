@@ -252,7 +252,7 @@ def _secret_values(settings: Settings | None) -> list[str]:
         secret = getattr(settings, name, None)
         if secret is not None:
             values.append(secret.get_secret_value())
-    for name in ("archive_db", "archive_store", "broker_url"):
+    for name in ("archive_db", "archive_store", "broker_url", "rate_limit_url"):
         url = getattr(settings, name, None)
         if url:
             try:

@@ -97,10 +97,24 @@ class Settings(BaseSettings):
         description="Celery broker (redis://… or amqp://…); unset: jobs run in-process in a "
         "thread pool.",
     )
+    rate_limit_url: str | None = Field(
+        None,
+        description="Redis (redis://…) where every replica counts the public rate limits "
+        "together; default: the broker when it is Redis; memory: each process alone.",
+    )
     job_threads: int = Field(2, ge=1, description="Threads of the in-process job runner.")
     job_max_retries: int = Field(5, ge=0, description="Retries of a failing job item.")
     log_format: Literal["text", "json"] = "text"
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+
+    @field_validator("rate_limit_url")
+    @classmethod
+    def _redis_or_memory(cls, v: str | None) -> str | None:
+        if v is None or v == "" or v == "memory":
+            return v or None
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("a redis://, rediss:// or unix:// URL, or memory")
+        return v
 
     @field_validator("public_url")
     @classmethod
