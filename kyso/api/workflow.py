@@ -24,13 +24,15 @@ retried or concurrent registration cannot number a document twice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import secrets
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -69,11 +71,12 @@ __all__ = [
     "verify_version",
 ]
 
-# -- the workflow's tables (migration 0004) -------------------------------------------------------
+# -- the workflow's tables (migrations 0004, 0009) ----------------------------------------------
 
 metadata = sa.MetaData(naming_convention=NAMING)
-"""The workflow's tables (created by migration 0004 with the catalogue's schema); they refer
-to the catalogue's ``documents`` table, which lives in :data:`kyso.archive.models.Base`."""
+"""The workflow's tables (created by migration 0004 with the catalogue's schema, the prepared
+state of ``pending_signatures`` added by 0009); they refer to the catalogue's ``documents``
+table, which lives in :data:`kyso.archive.models.Base`."""
 
 register_counters = sa.Table(
     "register_counters",
@@ -139,6 +142,11 @@ pending_signatures = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+    # migration 0009: the prepared state itself, so that any replica can complete it
+    sa.Column("prepared_pdf", sa.LargeBinary),
+    sa.Column("state", sa.LargeBinary),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
 )
 
 # -- roles --------------------------------------------------------------------------------------
@@ -585,6 +593,12 @@ def _certificates(data: bytes) -> list[Any]:
     return certs
 
 
+CLAIM_LEASE = dt.timedelta(minutes=5)
+"""How long one ``complete_external`` holds a prepared signature before another may take it
+over (the replica holding it died half-way).  Taking over never signs twice: only the current
+holder of the claim can consume the row, and it does so before archiving."""
+
+
 def prepare_external(
     services: Services,
     principal: Principal,
@@ -596,7 +610,12 @@ def prepare_external(
     """Step 1 of a signature made on the official's own token: the number and date fields
     are added to the draft, the signature is prepared for ``certificate`` (PEM: the signer's
     certificate then its issuers, or one DER certificate) and what the token must sign is
-    returned with a handle, valid 15 minutes, usable only by the same user on this document."""
+    returned with a handle, valid 15 minutes, usable only by the same user on this document.
+
+    The prepared state (the to-be-signed PDF and the JSON state of
+    :mod:`kyso.signer.external`) is made in a private temporary folder and kept in the
+    ``pending_signatures`` row, not on this host: ``complete_external`` may run on another
+    replica."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from kyso.signer import external
@@ -610,10 +629,10 @@ def prepare_external(
     _expect(latest, ("draft",), "person_signed")
     wanted = _level(level)
     certs = _certificates(certificate)
-    work_dir = services.pending_dir()
-    external.purge_expired(work_dir)
+    _purge_pending(services)
     with _workspace() as tmp:
-        source, with_fields = tmp / "in.pdf", tmp / "fields.pdf"
+        source, with_fields, work_dir = tmp / "in.pdf", tmp / "fields.pdf", tmp / "pending"
+        work_dir.mkdir(mode=0o700)
         _fetch(services, principal, latest, source, "sign.prepare")
         prepare_register_fields(source, with_fields)
         prepared = external.prepare_sync(
@@ -625,7 +644,8 @@ def prepare_external(
             timestamper=services.timestamper(),
             work_dir=work_dir,
         )
-    with services.catalog.session() as s:
+        prepared_pdf, state = _read_pending(work_dir, prepared.handle)
+    with services.catalog.session(write=True) as s:
         s.execute(
             pending_signatures.insert().values(
                 handle=prepared.handle,
@@ -638,6 +658,8 @@ def prepare_external(
                 expires_at=prepared.expires_at,
                 created_at=_utcnow(),
                 created_by=principal.actor,
+                prepared_pdf=prepared_pdf,
+                state=state,
             )
         )
         audit.append(
@@ -673,7 +695,13 @@ def complete_external(
     cms: bytes | None = None,
 ) -> IngestResult:
     """Step 2: the token's signature value (or a whole CMS) is checked against the prepared
-    document and certificate, the signed PDF is archived as ``person_signed``."""
+    document and certificate, the signed PDF is archived as ``person_signed``.
+
+    Any replica can do it: the prepared state comes from the handle's row, claimed first (a
+    second ``complete`` of the handle meanwhile is refused as busy), written into a private
+    temporary folder for :func:`kyso.signer.external.complete`.  A refused signature gives the
+    claim back (the client may try again); a good one consumes the row before the result is
+    archived, so a handle makes at most one version."""
     from cryptography import x509
 
     from kyso.signer import external
@@ -682,7 +710,13 @@ def complete_external(
     latest = _latest(services, principal, document_id)
     with services.catalog.session() as s:
         row = s.execute(
-            sa.select(pending_signatures).where(pending_signatures.c.handle == handle)
+            sa.select(
+                pending_signatures.c.document_id,
+                pending_signatures.c.agency_id,
+                pending_signatures.c.user_id,
+                pending_signatures.c.base_seq,
+                pending_signatures.c.expires_at,
+            ).where(pending_signatures.c.handle == handle)
         ).first()
     if (
         row is None
@@ -691,38 +725,148 @@ def complete_external(
         or row.user_id != principal.user_id
     ):
         raise Problem(404, "not-found", t("workflow.external.unknown_handle"))
-    work_dir = services.pending_dir()
     if latest.seq != row.base_seq or latest.kind != "draft":
         # the document moved on since the signature was prepared: that preparation is void
-        external.discard(handle, work_dir=work_dir)
         _forget_pending(services, handle)
         raise _conflict(latest.kind, "person_signed")
+    expires_at = _aware(row.expires_at)
+    if _utcnow() > expires_at:
+        _forget_pending(services, handle)
+        raise external.HandleError("signer.external.expired", expired_at=expires_at.isoformat())
+    claim, pending = _claim_pending(services, handle)
     with _workspace() as tmp:
-        target = tmp / "signed.pdf"
+        work_dir, target = tmp / "pending", tmp / "signed.pdf"
+        work_dir.mkdir(mode=0o700)
+        (work_dir / f"{handle}.pdf").write_bytes(pending["prepared_pdf"])
+        (work_dir / f"{handle}.json").write_bytes(pending["state"])
         try:
             external.complete_sync(
                 handle,
                 signature=signature,
                 cms=cms,
-                certificate=x509.load_der_x509_certificate(row.certificate),
+                certificate=x509.load_der_x509_certificate(pending["certificate"]),
                 target=target,
                 work_dir=work_dir,
                 revocation=services.revocation_context(),
                 timestamper=services.timestamper(),
             )
         except external.HandleError:
-            _forget_pending(services, handle)
+            _forget_pending(services, handle, claim=claim)
             raise
-        result = services.archive.put(
-            target, document=document_id, kind="person_signed", actor=principal.actor
+        except BaseException:
+            _release_pending(services, handle, claim)
+            raise
+        if not _forget_pending(services, handle, claim=claim):
+            # held longer than CLAIM_LEASE and taken over by another replica: that one signs
+            raise external.HandleError("signer.external.unknown_handle")
+        try:
+            return services.archive.put(
+                target, document=document_id, kind="person_signed", actor=principal.actor
+            )
+        except BaseException:
+            # nothing archived: the client may send its signature again
+            _restore_pending(services, pending)
+            raise
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """A timestamp of the catalogue in UTC (SQLite gives them back without a zone)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _read_pending(work_dir: Path, handle: str) -> tuple[bytes, bytes]:
+    """The prepared document and JSON state :func:`kyso.signer.external.prepare` left in
+    ``work_dir`` (``<handle>.pdf``, ``<handle>.json``: the library's documented layout)."""
+    return (work_dir / f"{handle}.pdf").read_bytes(), (work_dir / f"{handle}.json").read_bytes()
+
+
+def _claim_pending(services: Services, handle: str) -> tuple[str, dict[str, Any]]:
+    """Take ``handle``'s row for this ``complete`` (an UPDATE that only one transaction can
+    win, on SQLite and PostgreSQL alike): the claim token and the whole row."""
+    from kyso.signer import external
+
+    claim = secrets.token_urlsafe(24)
+    now = _utcnow()
+    table = pending_signatures
+    with services.catalog.session(write=True) as s:
+        taken = s.execute(
+            table.update()
+            .where(
+                table.c.handle == handle,
+                table.c.state.is_not(None),
+                sa.or_(table.c.claimed_by.is_(None), table.c.claimed_until < now),
+            )
+            .values(claimed_by=claim, claimed_until=now + CLAIM_LEASE)
         )
-    _forget_pending(services, handle)
-    return result
+        if _rowcount(taken) == 1:
+            row = s.execute(
+                sa.select(table).where(table.c.handle == handle, table.c.claimed_by == claim)
+            ).one()
+            return claim, dict(row._mapping)
+        held = s.execute(
+            sa.select(table.c.claimed_by).where(
+                table.c.handle == handle, table.c.state.is_not(None)
+            )
+        ).first()
+        if held is None:
+            # completed meanwhile, or prepared by a version that kept the state in files
+            s.execute(table.delete().where(table.c.handle == handle, table.c.state.is_(None)))
+    # raised once the session is committed (raising inside would roll the delete back)
+    if held is None:
+        raise external.HandleError("signer.external.unknown_handle")
+    raise external.ExternalSigningError("signer.external.busy")
 
 
-def _forget_pending(services: Services, handle: str) -> None:
-    with services.catalog.session() as s:
-        s.execute(pending_signatures.delete().where(pending_signatures.c.handle == handle))
+def _release_pending(services: Services, handle: str, claim: str) -> None:
+    """Give the claim back (the signature was refused, the TSA was down...); if the database
+    fails here too, the claim lapses after :data:`CLAIM_LEASE` and the first error stands."""
+    with contextlib.suppress(sa.exc.SQLAlchemyError), services.catalog.session(write=True) as s:
+        s.execute(
+            pending_signatures.update()
+            .where(pending_signatures.c.handle == handle, pending_signatures.c.claimed_by == claim)
+            .values(claimed_by=None, claimed_until=None)
+        )
+
+
+def _restore_pending(services: Services, pending: dict[str, Any]) -> None:
+    """Put a consumed row back, unclaimed (archiving the signed result failed); best effort:
+    when the database is what failed, the client prepares again."""
+    with contextlib.suppress(sa.exc.SQLAlchemyError), services.catalog.session(write=True) as s:
+        s.execute(
+            pending_signatures.insert().values(
+                {**pending, "claimed_by": None, "claimed_until": None}
+            )
+        )
+
+
+def _forget_pending(services: Services, handle: str, *, claim: str | None = None) -> bool:
+    """Delete ``handle``'s row (only if ``claim`` still holds it, when given): whether it
+    was there to delete."""
+    where = [pending_signatures.c.handle == handle]
+    if claim is not None:
+        where.append(pending_signatures.c.claimed_by == claim)
+    with services.catalog.session(write=True) as s:
+        return _rowcount(s.execute(pending_signatures.delete().where(*where))) > 0
+
+
+def _purge_pending(services: Services) -> int:
+    """Delete the expired preparations no ``complete`` holds; how many."""
+    now = _utcnow()
+    table = pending_signatures
+    with services.catalog.session(write=True) as s:
+        return _rowcount(
+            s.execute(
+                table.delete().where(
+                    table.c.expires_at < now,
+                    sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
+                )
+            )
+        )
+
+
+def _rowcount(result: sa.Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (what its cursor result says)."""
+    return int(cast("sa.CursorResult[Any]", result).rowcount)
 
 
 # -- the clerk: number and date ----------------------------------------------------------------
