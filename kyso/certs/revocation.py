@@ -366,7 +366,9 @@ def _decode_get(path_component: str) -> bytes:
     starts with 0x30, so its base64 starts with ``M`` and a leading ``/`` is never data.
     URL-safe base64 and missing padding are accepted too.
     """
-    text = unquote(path_component).strip().lstrip("/").replace(" ", "+")
+    # a space is a "+" turned into one by form decoding, also at the end: only line breaks
+    # and tabs are stripped there (stripping spaces lost a trailing "+", a request in ~1 of 64)
+    text = unquote(path_component).lstrip().lstrip("/").rstrip("\r\n\t").replace(" ", "+")
     text = text.replace("-", "+").replace("_", "/").rstrip("=")
     text += "=" * (-len(text) % 4)
     try:
