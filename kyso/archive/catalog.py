@@ -134,6 +134,7 @@ class Catalog:
     def __init__(self, url: str | sa.URL, *, schema: str | None = None, echo: bool = False):
         """:param schema: PostgreSQL only: the schema to work in (its ``search_path``)."""
         self.url = _engine_url(url)
+        self.schema = schema
         connect_args: dict[str, Any] = {}
         if self.url.get_backend_name() == "sqlite":
             connect_args["timeout"] = 30

@@ -6,7 +6,6 @@ deployment has them, but nothing prepare wrote).  On SQLite and on PostgreSQL.""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import threading
 import uuid
@@ -31,7 +30,7 @@ from kyso.certs import identity
 from kyso.certs.keys import KeyHandle
 from kyso.signer import external
 from kyso.signer.verify import VerifyPolicy, verify
-from tests.api.service_helpers import fresh_code, make_agency_with_users, with_catalog
+from tests.api.service_helpers import catalog_on, fresh_code, make_agency_with_users, with_catalog
 from tests.conftest import make_settings
 from tests.signer.helpers import make_pdf
 
@@ -49,33 +48,12 @@ META = {
 def shared_catalogue(kind: str, folder: Path) -> Iterator[tuple[Catalog, Catalog]]:
     """One migrated catalogue database, opened twice (one engine per replica): a SQLite file,
     or a fresh schema on KYSO_TEST_POSTGRES_URL (the test fails when it is not set)."""
-    if kind == "sqlite":
-        url = f"sqlite:///{folder / 'catalog.sqlite3'}"
-        first, second = Catalog(url), Catalog(url)
+    with catalog_on(kind, folder) as first:
+        second = Catalog(first.url, schema=first.schema)
         try:
-            first.migrate()
             yield first, second
         finally:
-            first.close()
             second.close()
-        return
-    base = os.environ.get("KYSO_TEST_POSTGRES_URL")
-    if not base:
-        pytest.fail("KYSO_TEST_POSTGRES_URL is not set (run the tests through .ci/run)")
-    schema = f"kyso_test_{uuid.uuid4().hex[:12]}"
-    admin = Catalog(base).engine
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    first, second = Catalog(base, schema=schema), Catalog(base, schema=schema)
-    try:
-        first.migrate()
-        yield first, second
-    finally:
-        first.close()
-        second.close()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 @dataclass
