@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kyso.archive.catalog import VersionOrderError
 from kyso.certs.errors import CertsError, KeyStoreError, PKIError, TSAError
 from kyso.errors import KysoError
 from kyso.i18n import current_locale, t
@@ -49,6 +50,7 @@ _STATUS_OF: list[tuple[type[KysoError], int, str]] = [
     (PKIError, 503, "pki"),
     (TSAError, 503, "tsa"),
     (CertsError, 400, "certs"),
+    (VersionOrderError, 409, "conflict"),
 ]
 
 

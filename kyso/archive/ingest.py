@@ -519,7 +519,11 @@ class Archive:
             # (a writer without it): the same bytes are already a version of this document.
             lost_race = self._existing(sha256, document, agency)
             if lost_race is None:
-                raise
+                # other bytes took the same place in the version chain at the same moment
+                # (the unique (document_id, seq)): the caller's view of the document is stale
+                raise VersionOrderError(
+                    "archive.catalog.version.concurrent", id=document if document else "-"
+                ) from None
         if lost_race is not None:
             return self._result_for(lost_race, created=False)
         return IngestResult(

@@ -339,3 +339,45 @@ def test_duplicate_warnings_of_a_put(archive: Archive, tmp_path: Path) -> None:
             .where(AuditEvent.action == "document.add")
         ).one()
     assert f'"existing":{first.document_id}' in details
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_two_versions_racing_for_the_same_place(
+    kind: str, tmp_path: Path, local_store: LocalStore
+) -> None:
+    """Different bytes added to one document at the same moment (two clerks, two replicas
+    completing two signatures of one draft): the per-document lock (PostgreSQL) or the write
+    lock (SQLite) lets one in; the other then sees the new last version and is refused by the
+    version order (409 over HTTP), never a second "sealed" nor a database error."""
+    import threading
+
+    with catalog_for(kind, tmp_path) as catalog:
+        archive = Archive(catalog, local_store, verifier=fake_report, retention_years=0)
+        first = archive.put(pdf(tmp_path, "signed.pdf"), meta(), actor="vanthu")
+        start = threading.Barrier(2, timeout=30)
+        outcomes: list[Any] = []
+
+        def seal(name: str) -> None:
+            source = pdf(tmp_path, name)
+            start.wait()
+            try:
+                outcomes.append(
+                    archive.put(source, document=first.document_id, kind="sealed", actor=name)
+                )
+            except Exception as exc:  # collected for the assertions below
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=seal, args=(f"sealed-{n}.pdf",)) for n in (1, 2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        created = [o for o in outcomes if isinstance(o, IngestResult)]
+        refused = [o for o in outcomes if isinstance(o, VersionOrderError)]
+        assert len(created) == 1 and len(refused) == 1, outcomes
+        assert refused[0].code in (
+            "archive.catalog.version.order",
+            "archive.catalog.version.concurrent",
+        )
+        assert created[0].version_seq == 2
+        assert _count(catalog, DocumentVersion) == 2
