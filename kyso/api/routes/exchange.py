@@ -371,12 +371,14 @@ async def _body_to_file(request: Request, limit: int, target: Path) -> None:
         raise Problem(400, "empty-request", t("exchange_service.api.empty"))
 
 
-def _over_rate(request: Request, services: Services) -> Response | None:
+async def _over_rate(request: Request, services: Services) -> Response | None:
     """The 429 answer when this client address sent more than ``inbox_rate_limit`` messages
     (documents and statuses together) in the last minute, before its body is read.  A kyso
     that sends treats 429 as transient and retries later (``exchange._TRANSIENT_HTTP``)."""
     limit = exchange.exchange_settings(services).inbox_rate_limit
-    wait = app_limiter(request, "exchange-inbox", limit).hit(client_address(request))
+    limiter = app_limiter(request, "exchange-inbox", limit)
+    # in the thread pool: with Redis (shared limits) it is a network round trip
+    wait = await run_in_threadpool(limiter.hit, client_address(request))
     if not wait:
         return None
     return too_many(
@@ -396,7 +398,7 @@ async def receive(
     to: Annotated[str | None, Query(max_length=35)] = None,
 ) -> Response:
     """An edXML message from another instance; the answer is the signed status message."""
-    refused = _over_rate(request, services)
+    refused = await _over_rate(request, services)
     if refused is not None:
         return refused
     limit = exchange.exchange_settings(services).max_message_bytes
@@ -416,7 +418,7 @@ async def receive(
 @router.post("/status", responses=_RATE_LIMITED)
 async def receive_status(request: Request, services: ServicesDep) -> Any:
     """A signed status message about a document sent from here."""
-    refused = _over_rate(request, services)
+    refused = await _over_rate(request, services)
     if refused is not None:
         return refused
     with tempfile.TemporaryDirectory(prefix="kyso-status-") as tmp:

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from kyso.api.problems import Problem
 from kyso.api.ratelimit import RateLimiter, app_limiter, client_address, too_many
@@ -71,7 +72,8 @@ async def verify_public(
         )
     locale = lang if lang in ("vi", "en") else current_locale()
     limit = services.settings.verify_rate_limit
-    wait = _limiter(request, services).hit(client_address(request))
+    # in the thread pool: with Redis (shared limits) it is a network round trip
+    wait = await run_in_threadpool(_limiter(request, services).hit, client_address(request))
     if wait:
         return too_many(
             wait, lambda seconds: t("workflow.verify.rate_limited", limit=limit, seconds=seconds)

@@ -106,7 +106,8 @@ async def verify_upload(request: Request) -> Response:
     def failed(status: int, message: str) -> Response:
         return ui.render(request, "verify.html.j2", status=status, title=title, error=message)
 
-    if not limiter(request).allow(client_address(request)):
+    # in the thread pool: with Redis (shared limits) it is a network round trip
+    if not await run_in_threadpool(limiter(request).allow, client_address(request)):
         return failed(429, t("web.verify.rate_limited", locale=locale))
     limit_mb = services.settings.upload_max_bytes // (1 << 20)
     if not ui.content_length_ok(request):
