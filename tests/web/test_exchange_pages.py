@@ -321,6 +321,50 @@ def test_a_recall_and_its_answer_join_the_history(
         assert f'action="/exchange/outbox/{row["id"]}/recall"' in mine  # still delivered
 
 
+def test_the_send_form_sends_an_update_with_its_reason(
+    ready: WebApp, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    app = ready
+    doc = new_document(
+        app, "Công văn sẽ đính chính", step="sealed", tmp=tmp_path_factory.mktemp("u")
+    )
+    with logged_in(app, "clerk") as clerk_a:
+        page = clerk_a.get(f"/documents/{doc}").text
+        assert 'name="business" value="update"' in page and 'id="send-reason"' in page
+        token = csrf_in(page)
+        first = {"csrf_token": token, "other": OTHER_AGENCY}
+        assert clerk_a.post(f"/documents/{doc}/send", data=first).status_code == 303
+        _deliver(app)
+        # an update needs its reason; an unknown kind is refused; nothing is queued by either
+        no_reason = clerk_a.post(f"/documents/{doc}/send", data={**first, "business": "update"})
+        assert no_reason.status_code == 422
+        assert "lý do" in no_reason.text
+        odd = clerk_a.post(
+            f"/documents/{doc}/send", data={**first, "business": "recall", "reason": "x"}
+        )
+        assert odd.status_code == 422
+        assert len(_outgoing(app, doc, OTHER_AGENCY)) == 1
+        update = {**first, "business": "update", "reason": "Đính chính số liệu tại mục 2"}
+        files = {"attachments": ("", b"", "application/octet-stream")}  # no file chosen
+        sent = clerk_a.post(f"/documents/{doc}/send", data=update, files=files)
+        assert sent.status_code == 303, sent.text
+        _deliver(app)
+    original, again = _outgoing(app, doc, OTHER_AGENCY)
+    assert (original["business_type"], again["business_type"]) == (0, 2)
+    assert again["state"] == "delivered" and again["answer_code"] == "01"
+    with app.services.catalog.session() as s:
+        rows = s.execute(
+            sa.select(exchange.incoming.c.business_type, exchange.incoming.c.state)
+            .where(
+                exchange.incoming.c.agency_id == OTHER_AGENCY,
+                exchange.incoming.c.edxml_document_id == again["edxml_document_id"],
+            )
+            .order_by(exchange.incoming.c.id)
+        ).all()
+    # the receiver filed the update and marked the first arrival as updated
+    assert [tuple(r) for r in rows] == [(0, "updated"), (2, "received")]
+
+
 # -- dead letters ---------------------------------------------------------------------------------
 
 

@@ -251,11 +251,31 @@ def _codes(chosen: list[Any], typed: str) -> list[str]:
     return codes
 
 
+_BUSINESS = {
+    "new": BusinessDocType.NEW,
+    "update": BusinessDocType.UPDATE,
+    "replace": BusinessDocType.REPLACE,
+}
+
+
 async def _send(
-    page: forms.Page, document_id: int, chosen: list[str], attachments: list[Attachment]
+    page: forms.Page,
+    document_id: int,
+    chosen: list[str],
+    attachments: list[Attachment],
+    *,
+    business: str = "new",
+    reason: str = "",
 ) -> Response:
     if not chosen:
         text = t("web.exchange.send.none_chosen", locale=page.locale)
+        return ui.message_page(page.request, 422, text)
+    kind = _BUSINESS.get(business or "new")
+    if kind is None:
+        text = t("web.exchange.send.bad_business", locale=page.locale)
+        return ui.message_page(page.request, 422, text)
+    if kind is not BusinessDocType.NEW and not reason:
+        text = t("web.exchange.send.reason_needed", locale=page.locale)
         return ui.message_page(page.request, 422, text)
     await page.run(
         exchange.send,
@@ -264,6 +284,8 @@ async def _send(
         document_id,
         chosen[:200],
         attachments=attachments,
+        business=kind,
+        reason=reason if kind is not BusinessDocType.NEW else None,
     )
     return ui.redirect("/exchange/outbox", done="exchange_sent")
 
@@ -278,7 +300,14 @@ async def send_post(document_id: int, request: Request) -> Response:
     if kind != "multipart/form-data":
         form = await forms.read_form(request, page.who, forms.WITH_FILE)
         chosen = _codes(form.getlist("recipients"), forms.field(form, "other", 500))
-        return await _send(page, document_id, chosen, [])
+        return await _send(
+            page,
+            document_id,
+            chosen,
+            [],
+            business=forms.field(form, "business", 20),
+            reason=forms.field(form, "reason", 2000),
+        )
     try:
         async with uploads.receive_form(
             request,
@@ -292,7 +321,14 @@ async def send_post(document_id: int, request: Request) -> Response:
             chosen = _codes(received.getlist("recipients"), (received.get("other") or "")[:500])
             # the files are read while the message is built, inside this block: the folder
             # is removed when it ends
-            return await _send(page, document_id, chosen, received.attachments())
+            return await _send(
+                page,
+                document_id,
+                chosen,
+                received.attachments(),
+                business=(received.get("business") or "").strip()[:20],
+                reason=(received.get("reason") or "").strip()[:2000],
+            )
     except Problem as exc:  # too large, too many files, a file without name, an empty one
         return forms.failure(request, exc)
 
