@@ -11,7 +11,10 @@ token is a valid timestamp over it, signed by a TSA that chains to the given tru
 :func:`append` runs inside the caller's session, so an event commits (or rolls back) with the
 change it records.  On PostgreSQL a transaction-scoped advisory lock serialises appenders; on
 SQLite writers are serialised by the database, and two appenders racing for the same ``seq``
-make one of them fail on the primary key instead of forking the chain.
+make one of them fail on the primary key instead of forking the chain.  The head is read once
+per transaction: the next events of the same transaction are chained from the event it last
+appended (still held under that lock, so no other writer can have moved the head; see
+:func:`_known_head`).
 """
 
 from __future__ import annotations
@@ -106,6 +109,27 @@ def head(session: Session) -> AuditEvent | None:
     return session.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).first()
 
 
+_HEAD_INFO = "kyso.audit.head"
+"""``session.info`` key: (the root transaction, the event :func:`append` added last in it)."""
+
+
+def _known_head(session: Session) -> AuditEvent | None:
+    """The event this session's current transaction appended last, when it is still the head
+    for certain: the transaction that appended it holds the head's lock until it ends (the
+    advisory lock on PostgreSQL; on SQLite the write lock its INSERT took), so no other writer
+    can have appended since.  None when it must be read again: another transaction (the
+    session was committed or rolled back since), a savepoint rolled back (the event is no
+    longer persistent; its advisory lock, taken in the savepoint, is released with it), or
+    a connection in autocommit mode (every statement its own transaction: no lock held)."""
+    known = session.info.get(_HEAD_INFO)
+    if known is None:
+        return None
+    transaction, event = known
+    if transaction is not session.get_transaction() or not sa.inspect(event).persistent:
+        return None
+    return event
+
+
 def append(
     session: Session,
     actor: str,
@@ -113,9 +137,15 @@ def append(
     subject: str,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Add an event after the current head, in ``session``'s transaction."""
-    _lock_head(session)
-    last = head(session)
+    """Add an event after the current head, in ``session``'s transaction.
+
+    The first event of a transaction takes the head's lock and reads the head (two
+    statements); the next ones chain from the previous event in memory (see
+    :func:`_known_head`), so each costs its INSERT only."""
+    last = _known_head(session)
+    if last is None:
+        _lock_head(session)
+        last = head(session)
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash
     details_json = canonical_json(details or {})
@@ -132,6 +162,12 @@ def append(
     event.hash = _row_hash(event)
     session.add(event)
     session.flush()
+    transaction = session.get_transaction()
+    autocommit = session.connection().get_execution_options().get("isolation_level")
+    if transaction is not None and autocommit != "AUTOCOMMIT":
+        session.info[_HEAD_INFO] = (transaction, event)
+    else:
+        session.info.pop(_HEAD_INFO, None)
     return event
 
 

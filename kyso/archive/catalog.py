@@ -257,12 +257,36 @@ class Catalog:
             return self._duplicates(s, meta)
 
     def _duplicates(self, s: Session, meta: DocumentMetadata) -> list[DuplicateWarning]:
-        warnings: list[DuplicateWarning] = []
+        """One statement: the documents with the same id, and those with the same number,
+        symbol and issuing agency in the same year (each found by its own index); a document
+        that is both is warned about once, as the same id."""
+        conditions: list[Any] = []
         if meta.document_id:
-            for existing in s.scalars(
-                sa.select(Document.id).where(Document.document_id == meta.document_id)
-            ):
-                warnings.append(
+            conditions.append(Document.document_id == meta.document_id)
+        year = meta.issued_date.year if meta.issued_date is not None else 0
+        if meta.code_number is not None and meta.issued_date is not None:
+            same_number = sa.and_(
+                Document.organ_id == meta.organ_id,
+                Document.code_number == meta.code_number,
+                Document.code_notation == meta.code_notation,
+                Document.issued_date >= dt.date(year, 1, 1),
+                Document.issued_date <= dt.date(year, 12, 31),
+                # Another agency's copy (an incoming document it received) is not a duplicate.
+                *([Document.agency_id == meta.agency_id] if meta.agency_id is not None else []),
+            )
+            conditions.append(same_number)
+        if not conditions:
+            return []
+        by_id: list[DuplicateWarning] = []
+        by_number: list[DuplicateWarning] = []
+        found = s.execute(
+            sa.select(Document.id, Document.document_id)
+            .where(sa.or_(*conditions))
+            .order_by(Document.id)
+        )
+        for existing, document_id in found:
+            if meta.document_id and document_id == meta.document_id:
+                by_id.append(
                     DuplicateWarning(
                         "document_id",
                         existing,
@@ -270,23 +294,8 @@ class Catalog:
                         {"document_id": meta.document_id, "existing": existing},
                     )
                 )
-        if meta.code_number is not None and meta.issued_date is not None:
-            year = meta.issued_date.year
-            query = sa.select(Document.id).where(
-                Document.organ_id == meta.organ_id,
-                Document.code_number == meta.code_number,
-                Document.code_notation == meta.code_notation,
-                Document.issued_date >= dt.date(year, 1, 1),
-                Document.issued_date <= dt.date(year, 12, 31),
-            )
-            if meta.agency_id is not None:
-                # Another agency's copy (an incoming document it received) is not a duplicate.
-                query = query.where(Document.agency_id == meta.agency_id)
-            already = {w.existing_id for w in warnings}
-            for existing in s.scalars(query):
-                if existing in already:
-                    continue
-                warnings.append(
+            else:
+                by_number.append(
                     DuplicateWarning(
                         "number_symbol",
                         existing,
@@ -299,7 +308,7 @@ class Catalog:
                         },
                     )
                 )
-        return warnings
+        return by_id + by_number
 
     def add_document(
         self,
@@ -323,7 +332,10 @@ class Catalog:
         warnings: list[DuplicateWarning] | None = None,
     ) -> int:
         """:meth:`add_document` inside the caller's transaction (``meta`` validated);
-        ``warnings``: its :meth:`_duplicates` when the caller has just asked them in ``s``."""
+        ``warnings``: its :meth:`_duplicates` when the caller has just asked them in ``s``.
+
+        The new row stays known to the transaction (see :func:`_inserted`): its first
+        :meth:`insert_version` reads nothing back."""
         if warnings is None:
             warnings = self._duplicates(s, meta)
         row = Document(
@@ -369,6 +381,7 @@ class Catalog:
         if warnings:
             details["duplicates"] = [{"kind": w.kind, "existing": w.existing_id} for w in warnings]
         audit.append(s, actor, "document.add", f"document:{row.id}", details)
+        _inserted(s)[("document", row.id)] = row
         return row.id
 
     # -- versions and reports -------------------------------------------------------------------
@@ -402,20 +415,28 @@ class Catalog:
         size: int,
         actor: str,
     ) -> int:
-        """:meth:`add_version` inside the caller's transaction (arguments checked)."""
-        doc = s.get(Document, document_id)
-        if doc is None:
-            raise NotFoundError("archive.catalog.document.not_found", id=document_id)
-        last = s.scalars(
-            sa.select(DocumentVersion)
-            .where(DocumentVersion.document_id == document_id)
-            .order_by(DocumentVersion.seq.desc())
-            .limit(1)
-        ).first()
-        self._check_order(doc, last.kind if last else None, kind)
+        """:meth:`add_version` inside the caller's transaction (arguments checked).
+
+        One statement reads the document and its last version, none at all for the first
+        version of a document :meth:`insert_document` has just inserted in this transaction
+        (it has no version yet: this one is seq 1).  The new row stays known to the
+        transaction (see :func:`_inserted`), so :meth:`insert_report` and ``s.get`` of it
+        read nothing back either."""
+        known = _inserted(s)
+        fresh = known.pop(("document", document_id), None)
+        if fresh is not None and sa.inspect(fresh).persistent:
+            doc: Document = fresh
+            last_seq: int | None = None
+            last_kind: str | None = None
+        else:
+            found = self._document_and_last_version(s, document_id)
+            if found is None:
+                raise NotFoundError("archive.catalog.document.not_found", id=document_id)
+            doc, last_seq, last_kind = found
+        self._check_order(doc, last_kind, kind)
         version = DocumentVersion(
             document_id=document_id,
-            seq=1 if last is None else last.seq + 1,
+            seq=1 if last_seq is None else last_seq + 1,
             kind=kind,
             object_key=object_key,
             sha256=digest,
@@ -431,7 +452,30 @@ class Catalog:
             f"document:{document_id}/version:{version.seq}",
             {"kind": kind, "object_key": object_key, "sha256": digest, "size": size},
         )
+        known[("version", version.id)] = version
         return version.id
+
+    @staticmethod
+    def _document_and_last_version(
+        s: Session, document_id: int
+    ) -> tuple[Document, int | None, str | None] | None:
+        """One statement: the document and the (seq, kind) of its last version (None, None
+        when it has none); None when there is no such document."""
+        last = (
+            sa.select(DocumentVersion.seq, DocumentVersion.kind)
+            .where(DocumentVersion.document_id == document_id)
+            .order_by(DocumentVersion.seq.desc())
+            .limit(1)
+            .subquery()
+        )
+        row = s.execute(
+            sa.select(Document, last.c.seq, last.c.kind)
+            .outerjoin(last, sa.true())
+            .where(Document.id == document_id)
+        ).first()
+        if row is None:
+            return None
+        return row[0], row[1], row[2]
 
     @staticmethod
     def _check_order(doc: Document, last: str | None, kind: str) -> None:
@@ -474,7 +518,8 @@ class Catalog:
         actor: str,
         report_object_key: str | None,
     ) -> int:
-        """:meth:`add_report` inside the caller's transaction (``report`` checked)."""
+        """:meth:`add_report` inside the caller's transaction (``report`` checked).  A version
+        :meth:`insert_version` has just inserted is in the session already: nothing is read."""
         indication = report["indication"]
         version = s.get(DocumentVersion, version_id)
         if version is None:
@@ -729,6 +774,25 @@ class Catalog:
     ) -> audit.AuditVerification:
         with self.session() as s:
             return audit.verify(s, trust_roots, require_anchor=require_anchor)
+
+
+_INSERTED = "kyso.catalog.inserted"
+
+
+def _inserted(s: Session) -> dict[tuple[str, int], Any]:
+    """The rows the session's current transaction has inserted through :class:`Catalog`:
+    ``("document", id)`` for a document that has no version yet, ``("version", id)``.
+
+    Held here, they stay in the session's identity map (which holds clean rows only weakly):
+    ``s.get`` of them is answered from memory, not by a SELECT of what was just written.
+    Tied to the transaction (another one starts empty); a row a rolled-back savepoint took
+    back is no longer persistent, and is read again."""
+    transaction = s.get_transaction()
+    known = s.info.get(_INSERTED)
+    if known is None or known[0] is not transaction:
+        known = (transaction, {})
+        s.info[_INSERTED] = known
+    return known[1]
 
 
 def _tsquery_text(words: list[str]) -> str:

@@ -416,17 +416,13 @@ class Archive:
         )
 
     def _precheck(self, document: int, kind: str) -> None:
-        """The document exists and ``kind`` may follow its last version (read only)."""
-        with self.catalog.session() as s:
-            doc = s.get(Document, document)
-            if doc is None:
+        """The document exists and ``kind`` may follow its last version (read only: one
+        statement, no transaction; the insert transaction checks again under its lock)."""
+        with _read_session(self.catalog) as s:
+            found = Catalog._document_and_last_version(s, document)
+            if found is None:
                 raise NotFoundError("archive.catalog.document.not_found", id=document)
-            last = s.scalars(
-                sa.select(DocumentVersion.kind)
-                .where(DocumentVersion.document_id == document)
-                .order_by(DocumentVersion.seq.desc())
-                .limit(1)
-            ).first()
+            doc, _, last = found
             Catalog._check_order(doc, last, kind)
 
     def put(
@@ -504,16 +500,16 @@ class Archive:
                         doc_id = self.catalog.insert_document(s, metadata, case, actor, warnings)
                     else:
                         doc_id = document
+                    # The rows just inserted stay in the session (catalog._inserted): the
+                    # first version of a new document reads nothing back, and neither do the
+                    # report's version nor the seq below.
                     version_id = self.catalog.insert_version(
                         s, doc_id, kind, stored.key, sha256, size, actor
                     )
                     if report is not None:
                         self.catalog.insert_report(s, version_id, report, actor, report_key)
-                    if document is None:
-                        version_seq = 1  # the first version of the document just inserted
-                    else:
-                        seq = s.get(DocumentVersion, version_id)
-                        version_seq = seq.seq if seq is not None else 1
+                    new_version = s.get(DocumentVersion, version_id)
+                    version_seq = new_version.seq if new_version is not None else 1
         except sa.exc.IntegrityError:
             # The unique (document_id, sha256) index caught a race the lock did not cover
             # (a writer without it): the same bytes are already a version of this document.
@@ -550,7 +546,7 @@ class Archive:
         if metadata is not None and metadata.direction == "incoming":
             return "received"
         if document is not None:
-            with self.catalog.session() as s:
+            with _read_session(self.catalog) as s:
                 doc = s.get(Document, document)
                 if doc is not None and doc.direction == "incoming":
                     return "received"

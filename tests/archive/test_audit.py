@@ -164,3 +164,104 @@ def test_an_untrusted_tsa_is_refused(catalog: Catalog, dev_services: Services) -
     broken = result.first_broken
     assert broken is not None and broken.kind == "anchor_token"
     assert "not trusted" in broken.params["detail"]
+
+
+# -- the head, read once per transaction ----------------------------------------------------------
+
+
+def _chain_ok(catalog: Catalog) -> list[AuditEvent]:
+    with catalog.session() as s:
+        events = list(s.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq)))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[0].prev_hash == audit.GENESIS
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
+    assert all(audit._row_hash(e) == e.hash for e in events)
+    return events
+
+
+def test_events_of_one_transaction_read_the_head_once(catalog: Catalog) -> None:
+    _fill(catalog, 1)
+    statements: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(catalog.engine, "before_cursor_execute", seen)
+    try:
+        with catalog.session(write=True) as s:
+            events = [audit.append(s, "a", "test.event", f"thing:{i}", {"i": i}) for i in range(3)]
+    finally:
+        sa.event.remove(catalog.engine, "before_cursor_execute", seen)
+    head_reads = [q for q in statements if "FROM audit_events" in q]
+    locks = [q for q in statements if "pg_advisory_xact_lock" in q]
+    inserts = [q for q in statements if q.startswith("INSERT INTO audit_events")]
+    assert len(head_reads) == 1 and len(inserts) == 3
+    assert len(locks) == (1 if catalog.dialect == "postgresql" else 0)
+    assert [e.seq for e in events] == [3, 4, 5]
+    chain = _chain_ok(catalog)
+    assert [e.hash for e in chain[2:]] == [e.hash for e in events]
+    assert catalog.verify_audit([]).ok
+
+
+def test_the_head_is_read_again_in_the_next_transaction(catalog: Catalog) -> None:
+    """One Session over several transactions: another writer appends in between, and the
+    session's next event chains from that writer's, not from its own last one."""
+    with catalog._sessions() as mine:
+        audit.append(mine, "a", "test.first", "x")
+        mine.commit()
+        with catalog.session(write=True) as other:
+            audit.append(other, "b", "test.other", "y")
+        mine.connection()  # a new transaction
+        if catalog.dialect == "sqlite":
+            mine.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        third = audit.append(mine, "a", "test.third", "z")
+        mine.commit()
+    assert third.seq == 3
+    events = _chain_ok(catalog)
+    assert [e.action for e in events] == ["test.first", "test.other", "test.third"]
+
+
+def test_a_rolled_back_savepoint_is_not_chained_from(catalog: Catalog) -> None:
+    with catalog.session(write=True) as s:
+        audit.append(s, "a", "test.kept", "x")
+        nested = s.begin_nested()
+        audit.append(s, "a", "test.undone", "y")
+        nested.rollback()
+        last = audit.append(s, "a", "test.after", "z")
+    assert last.seq == 2
+    events = _chain_ok(catalog)
+    assert [e.action for e in events] == ["test.kept", "test.after"]
+
+
+def test_concurrent_transactions_never_fork_the_chain(catalog: Catalog) -> None:
+    """Writers appending several events each, at the same moment: the first event's lock (the
+    advisory lock on PostgreSQL, the write lock on SQLite) holds the others off until its
+    transaction ends, so events chained from memory stay on the one chain."""
+    import threading
+    import time
+
+    start = threading.Barrier(4, timeout=30)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            start.wait()
+            with catalog.session(write=True) as s:
+                for i in range(3):
+                    audit.append(s, f"w{n}", "test.concurrent", f"writer:{n}", {"i": i})
+                    time.sleep(0.02)  # the others are waiting now
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    events = _chain_ok(catalog)
+    assert len(events) == 12
+    # each transaction's events are consecutive: none slipped in between
+    runs = [e.actor for e in events]
+    assert all(runs[i] == runs[i - i % 3] for i in range(12)), runs
+    assert catalog.verify_audit([]).ok

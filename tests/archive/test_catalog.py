@@ -510,3 +510,66 @@ def test_the_search_table_follows_the_documents(catalog: Catalog) -> None:
         s.execute(sa.text("DELETE FROM documents WHERE id = :id"), {"id": doc})
     with catalog.session() as s:
         assert s.scalar(sa.text("SELECT count(*) FROM documents_search")) == 0
+
+
+def test_duplicate_warnings_in_one_statement(catalog: Catalog) -> None:
+    """Both Appendix VI checks in one query: same id first, then same number and symbol in
+    the year, each in id order; a document that is both is named once, as the same id."""
+    first = catalog.add_document(meta(), actor="vanthu")
+    second = catalog.add_document(meta(issued_date=dt.date(2025, 11, 2)), actor="vanthu")
+    catalog.add_document(meta(organ_id="G06.01"), actor="vanthu")  # another agency
+    statements: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(catalog.engine, "before_cursor_execute", seen)
+    try:
+        both = catalog.duplicates(meta())
+    finally:
+        sa.event.remove(catalog.engine, "before_cursor_execute", seen)
+    assert [(w.kind, w.existing_id) for w in both] == [
+        ("document_id", first),
+        ("number_symbol", second),
+    ]
+    assert len([q for q in statements if "FROM documents" in q]) == 1
+    by_number = catalog.duplicates(meta(issued_date=dt.date(2025, 6, 1)))
+    assert [(w.kind, w.existing_id) for w in by_number] == [
+        ("number_symbol", first),
+        ("number_symbol", second),
+    ]
+    assert catalog.duplicates(meta(code_number=None, code_notation=None)) == []
+
+
+def test_first_version_of_a_new_document_reads_nothing_back(catalog: Catalog) -> None:
+    """insert_document and insert_version in one transaction: no SELECT of the document just
+    written nor of its (absent) versions, and the versions are numbered as before."""
+    statements: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    with catalog.session(write=True) as s:
+        sa.event.listen(catalog.engine, "before_cursor_execute", seen)
+        try:
+            doc = catalog.insert_document(s, meta(), None, "vanthu", [])
+            first = catalog.insert_version(s, doc, "draft", "k1", digest(1), 1, "cv")
+            catalog.insert_report(s, first, {"indication": "TOTAL_PASSED"}, "cv", None)
+            second = catalog.insert_version(s, doc, "person_signed", "k2", digest(2), 2, "cv")
+        finally:
+            sa.event.remove(catalog.engine, "before_cursor_execute", seen)
+    reads = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+    # the audit head (once), the lock (PostgreSQL), and the second version's last version
+    assert len([q for q in reads if "FROM documents" in q]) == 1  # second version only
+    assert not [q for q in reads if "FROM verification_reports" in q]
+    assert len([q for q in reads if "FROM audit_events" in q]) == 1
+    document = catalog.get(doc, actor="t")
+    assert [(v.id, v.seq, v.kind) for v in document.versions] == [
+        (first, 1, "draft"),
+        (second, 2, "person_signed"),
+    ]
+    assert [r.indication for r in document.versions[0].reports] == ["TOTAL_PASSED"]
+    assert catalog.verify_audit([]).ok
+    # a document inserted in an earlier transaction is read (and ordered) as before
+    with catalog.session(write=True) as s, pytest.raises(VersionOrderError):
+        catalog.insert_version(s, doc, "draft", "k3", digest(3), 3, "cv")

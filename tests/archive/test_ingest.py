@@ -381,3 +381,90 @@ def test_two_versions_racing_for_the_same_place(
         )
         assert created[0].version_seq == 2
         assert _count(catalog, DocumentVersion) == 2
+
+
+class Statements:
+    """The SQL statements a catalogue's engine sends, and its transactions (BEGIN … COMMIT:
+    two more round trips each; an autocommit read sends neither)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.engine = catalog.engine
+        self.sql: list[str] = []
+        self.transactions = 0
+        sa.event.listen(self.engine, "before_cursor_execute", self._statement)
+        sa.event.listen(self.engine, "begin", self._begin)
+
+    def _statement(self, _c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        self.sql.append(" ".join(statement.split()))
+
+    def _begin(self, conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            self.transactions += 1
+
+    def clear(self) -> None:
+        self.sql.clear()
+        self.transactions = 0
+
+    def close(self) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._statement)
+        sa.event.remove(self.engine, "begin", self._begin)
+
+    def matching(self, text: str) -> list[str]:
+        return [q for q in self.sql if text in q]
+
+
+def test_statements_of_a_put(archive: Archive, tmp_path: Path) -> None:
+    """The catalogue's statements of a put (a regression shows here): a new document with its
+    report, then a new version.  One write transaction each; the audit head is locked and read
+    once per transaction; nothing just inserted is read back (the new document, the versions
+    of a document that has none, the version its report belongs to)."""
+    catalog = archive.catalog
+    pg = catalog.dialect == "postgresql"
+    archive.put(pdf(tmp_path, "warm.pdf"), meta(1), actor="vanthu")
+    seen = Statements(catalog)
+    try:
+        seen.clear()
+        new = archive.put(pdf(tmp_path, "new.pdf"), meta(2), actor="vanthu")
+        first = list(seen.sql)
+        first_transactions = seen.transactions
+        seen.clear()
+        later = archive.put(
+            pdf(tmp_path, "sealed.pdf"), document=new.document_id, kind="sealed", actor="vanthu"
+        )
+        second = list(seen.sql)
+        second_transactions = seen.transactions
+    finally:
+        seen.close()
+
+    def count(sql: list[str], text: str) -> int:
+        return len([q for q in sql if text in q])
+
+    # new document: the plan's read; the content lock (PostgreSQL); the read again under it;
+    # the duplicates (one statement); 3 inserts and 3 audit events; the head, read once
+    assert first_transactions == 1
+    assert count(first, "FROM audit_events") == 1
+    assert count(first, "pg_advisory_xact_lock") == (2 if pg else 0)
+    assert count(first, "INSERT INTO audit_events") == 3
+    assert count(first, "FROM documents") == 1  # the duplicates, not the new row
+    # (SQLite: no locks, but BEGIN IMMEDIATE is a statement)
+    assert len(first) == (12 if pg else 11), first
+    # new version: the plan's read, the case file's period, the pre-check (one statement,
+    # no transaction), then under the lock the read again and the document with its last
+    # version; 2 inserts and 2 events, the head read once
+    assert second_transactions == 1
+    assert count(second, "FROM audit_events") == 1
+    assert count(second, "INSERT INTO audit_events") == 2
+    assert len(second) == (12 if pg else 11), second
+    assert (new.version_seq, later.version_seq) == (1, 2)
+    assert later.indication == "INDETERMINATE" and later.report_object_key
+    with catalog.session() as s:
+        events = list(s.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq)))
+    assert [e.action for e in events[-5:]] == [
+        "document.add",
+        "version.add",
+        "report.add",
+        "version.add",
+        "report.add",
+    ]
+    assert events[-2].subject == f"document:{new.document_id}/version:2"
+    assert catalog.verify_audit([]).ok
