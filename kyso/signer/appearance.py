@@ -155,9 +155,11 @@ class SealAppearance:
     ``seal_png`` is a PNG with a transparent background, trimmed to its visible part and drawn
     ``diameter_mm`` wide.  Without an explicit placement it overlaps ``overlap`` (one third) of
     the person's signature image, on its left, vertically centred on it; the person's signature
-    is ``person_field`` or, by default, the last signed visible signature field of the document.
-    Its field rectangle stands for the signature image: exact for fields kyso creates (sized to
-    the image); in a field prepared by a template the image was centred in the rectangle.
+    is ``person_field`` or, by default, the last signed visible signature field of the document;
+    when the document is signed only invisibly (a USB token's two-phase signature), the seal
+    takes the usual signature block of the last page instead.  Its field rectangle stands for
+    the signature image: exact for fields kyso creates (sized to the image); in a field
+    prepared by a template the image was centred in the rectangle.
     """
 
     seal_png: bytes = field(repr=False)
@@ -1427,8 +1429,18 @@ def _seal(
         index, anchor, lines = _anchor(stream, pages, placement)
         box = _box_near_anchor(anchor, lines, placement.anchor_mode, (w, h), fill_gap=False)
     else:
-        index, person_user = _person_signature(reader, pages, all_fields, appearance.person_field)
-        person = pages[index].frame.to_visual(person_user)
+        found = _person_signature(reader, pages, all_fields, appearance.person_field)
+        if found is None:
+            # The person signed without an image (a USB token's two-phase signature, an
+            # invisible signature): the seal goes where that image would have been, the
+            # usual signature block of the last page, overlapping it as it would the image.
+            index = len(pages) - 1
+            person = _default_person_box(
+                pages[index].frame.visual_area, (PERSON_MAX_WIDTH, PERSON_MAX_HEIGHT)
+            )
+        else:
+            index, person_user = found
+            person = pages[index].frame.to_visual(person_user)
         person_w = person[2] - person[0]
         right = person[0] + appearance.overlap * person_w
         cy = (person[1] + person[3]) / 2
@@ -1444,8 +1456,9 @@ def _person_signature(
     pages: Sequence[_Page],
     all_fields: Sequence[_Field],
     wanted: str | None,
-) -> tuple[int, Box]:
-    """Page and rectangle of the person's signed, visible signature."""
+) -> tuple[int, Box] | None:
+    """Page and rectangle of the person's signed, visible signature; None when the document
+    is signed but by no visible signature (``wanted`` unset), an error when it is not signed."""
     annot_pages = _annotation_pages(reader, pages)
 
     def visible(f: _Field) -> tuple[int, Box] | None:
@@ -1468,9 +1481,11 @@ def _person_signature(
             raise AppearanceError("signer.appearance.person_field_not_signed", field=wanted)
         return where
     candidates = [v for v in (visible(f) for f in all_fields) if v is not None]
-    if not candidates:
-        raise AppearanceError("signer.appearance.no_person_signature")
-    return candidates[-1]
+    if candidates:
+        return candidates[-1]
+    if any(f.field_type == "/Sig" and f.signed for f in all_fields):
+        return None
+    raise AppearanceError("signer.appearance.no_person_signature")
 
 
 def _text(

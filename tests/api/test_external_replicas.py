@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
+from pyhanko.pdf_utils.reader import PdfFileReader
 
 from kyso.api import workflow
 from kyso.api.principal import Principal
@@ -29,6 +30,7 @@ from kyso.archive.models import DocumentVersion
 from kyso.certs import identity
 from kyso.certs.keys import KeyHandle
 from kyso.signer import external
+from kyso.signer.appearance import MM, demo_seal_png
 from kyso.signer.verify import VerifyPolicy, verify
 from tests.api.service_helpers import catalog_on, fresh_code, make_agency_with_users, with_catalog
 from tests.conftest import make_settings
@@ -193,8 +195,27 @@ def test_prepared_on_one_replica_completed_on_another(replicas: Replicas) -> Non
     # and the clerk goes on from there on either replica: numbered and sealed (B-LT, with the
     # revocation data), the whole document passes
     workflow.register(r.one, r.clerk, doc)
-    workflow.seal(r.two, r.clerk, doc)
+    # the agency's seal has its image: the token's signature has none (it is invisible), and
+    # the seal goes to the usual signature block instead of being refused
+    seal_ref = r.two.accounts.agency_key(r.clerk.agency)
+    assert seal_ref is not None
+    image = r.two.image_path(r.two.keys.resolve(seal_ref).label)
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(demo_seal_png("ỦY BAN NHÂN DÂN"))
+    try:
+        workflow.seal(r.two, r.clerk, doc)
+    finally:
+        image.unlink()
     assert r.versions(doc) == ["draft", "person_signed", "registered", "sealed"]
+    sealed = r.folder / f"sealed-{doc}.pdf"
+    workflow.download(r.one, r.clerk, doc, sealed)
+    with sealed.open("rb") as fh:
+        fields = PdfFileReader(fh, strict=False).embedded_signatures
+        # kyso's signature fields are merged with their widget: the rectangle is the field's
+        rects = [[float(v) for v in f.sig_field["/Rect"]] for f in fields]
+    person_rect, seal_rect = rects[0], rects[-1]
+    assert person_rect[2] - person_rect[0] == 0  # the token's signature: invisible
+    assert seal_rect[2] - seal_rect[0] == pytest.approx(36 * MM, abs=0.5)  # the seal: shown
     checked = workflow.verify_document(r.two, r.clerk, doc)
     assert checked["indication"] == "TOTAL_PASSED", checked
     kinds = [s["signer"]["kind"] for s in checked["signatures"] if s.get("kind") == "signature"]

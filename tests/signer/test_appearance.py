@@ -41,6 +41,8 @@ from kyso.certs.builders import build_dev_pki, build_signer_certificate, new_pri
 from kyso.signer import fonts
 from kyso.signer.appearance import (
     MM,
+    PERSON_MAX_HEIGHT,
+    PERSON_MAX_WIDTH,
     AppearanceError,
     PersonAppearance,
     Placement,
@@ -707,6 +709,26 @@ def test_signing_an_existing_empty_field(document: bytes, keys: Signers, tmp_pat
     seal = prepare_visible_signature(signed, SealAppearance(demo_seal_png(AGENCY)), None)
     assert seal.box is not None
     assert seal.box[2] == pytest.approx(350 + 140 / 3, abs=0.05)
+
+
+def test_a_seal_over_an_invisible_person_signature_takes_the_signature_block(
+    document: bytes, keys: Signers, tmp_path: Path
+) -> None:
+    """A USB token's two-phase signature carries no image: the seal goes where the image
+    would have been (the right-hand signature block of the last page), not refused."""
+    person = sign(document, prepare_visible_signature(document, None, None), keys.person)
+    seal = prepare_visible_signature(person, SealAppearance(demo_seal_png(AGENCY)), None)
+    assert seal.kind == "seal" and seal.box is not None
+    assert seal.page_index == len(document_pages()) - 1  # the last page
+    x0, y0, x1, y1 = seal.box
+    assert x1 - x0 == pytest.approx(36 * MM, abs=0.05)
+    # the usual block (centred at 72 % of the width, 50 mm up): the seal covers its left third
+    block_left = 0.72 * A4[0] - PERSON_MAX_WIDTH / 2
+    assert x1 == pytest.approx(block_left + PERSON_MAX_WIDTH / 3, abs=1)
+    assert (y0 + y1) / 2 == pytest.approx(50 * MM + PERSON_MAX_HEIGHT / 2, abs=1)
+    sealed = sign(person, seal, keys.agency)
+    check_signatures(sealed, keys.root, 2)
+    qpdf_check(sealed, tmp_path)
 
 
 def test_invisible_signature(document: bytes, keys: Signers, tmp_path: Path) -> None:
