@@ -737,6 +737,7 @@ def _sealed_attachments(
     verifies every PDF and refuses an unsigned one); a signed PDF or another file (a
     spreadsheet, a text document) goes as it is."""
     from kyso.api.workflow import seal_attachment
+    from kyso.signer.errors import BadInputError
     from kyso.signer.register import number_text
 
     files: list[Attachment] = []
@@ -749,7 +750,12 @@ def _sealed_attachments(
         with item.open() as fh, plain.open("wb") as out:
             shutil.copyfileobj(fh, out)
         sealed = work / f"attachment-{index}-sealed.pdf"
-        seal_attachment(services, principal, plain, sealed, stamp)
+        try:
+            seal_attachment(services, principal, plain, sealed, stamp)
+        except BadInputError as exc:
+            # named as the clerk knows it, not by the temporary file it was copied to
+            detail = t(exc.code, **{**exc.params, "path": item.name})
+            raise Problem(422, "validation", detail) from exc
         files.append(
             Attachment(
                 name=item.name,

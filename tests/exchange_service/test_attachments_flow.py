@@ -132,9 +132,13 @@ def test_a_damaged_pdf_attachment_is_refused_before_anything_is_sent(
     doc = a.sealed_document(A1)
     before = a.count(exchange.outgoing)
     broken = Attachment(name="hong.pdf", data=b"%PDF-1.7\nnot really a pdf\n")
-    with pytest.raises(KysoError) as caught:
+    with pytest.raises(Problem) as caught:
         exchange.send(a.services, a.user(A1, "clerk"), doc, [B1], attachments=[broken])
-    assert caught.value.code == "signer.input.damaged", caught.value.code
+    # 422, named as the clerk knows it, never by the server's temporary copy
+    assert caught.value.status == 422 and "hong.pdf" in caught.value.detail
+    assert "kyso-exchange-" not in caught.value.detail and "/tmp" not in caught.value.detail
+    assert isinstance(caught.value.__cause__, KysoError)
+    assert caught.value.__cause__.code == "signer.input.damaged"
     assert a.count(exchange.outgoing) == before
 
 
@@ -145,3 +149,20 @@ def test_at_most_twenty_files(pair: tuple[Instance, Instance]) -> None:
     with pytest.raises(Problem) as refused:
         exchange.send(a.services, a.user(A1, "clerk"), doc, [B1], attachments=files)
     assert refused.value.status == 422
+
+
+def test_an_encrypted_pdf_attachment_is_named_in_the_refusal(
+    pair: tuple[Instance, Instance], tmp_path: Path
+) -> None:
+    a, _ = pair
+    doc = a.sealed_document(A1)
+    plain, locked = tmp_path / "plain.pdf", tmp_path / "locked.pdf"
+    plain.write_bytes(make_pdf(1))
+    subprocess.run(
+        ["qpdf", "--encrypt", "u", "o", "256", "--", str(plain), str(locked)], check=True
+    )
+    attachment = Attachment(name="Phụ lục mật.pdf", path=locked)
+    with pytest.raises(Problem) as caught:
+        exchange.send(a.services, a.user(A1, "clerk"), doc, [B1], attachments=[attachment])
+    assert caught.value.status == 422
+    assert "Phụ lục mật.pdf" in caught.value.detail and "/tmp" not in caught.value.detail
